@@ -1,0 +1,180 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use geostore_client::{Client, Error, Found, Outcome, Value, WriteAck};
+use serde_json::{Value as Json, json};
+
+/// Options shared by every client subcommand.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// Node endpoints, http://HOST:PORT, comma-separated; the first that answers is used.
+    #[arg(long = "endpoint", env = "GEOSTORE_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:7000", global = true)]
+    pub endpoints: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    op: KvOp,
+}
+
+#[derive(Subcommand)]
+enum KvOp {
+    /// Read a key of any type.
+    Get { key: String },
+    /// Set a register.
+    Put {
+        key: String,
+        value: String,
+        /// Expire the key this long after the write (e.g. 30s, 5m, 1h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Delete a key of any type.
+    Del { key: String },
+    /// Add to a counter (default 1; may be negative).
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Add members to a set.
+    Sadd {
+        key: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members from a set.
+    Srem {
+        key: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// List a set's members.
+    Smembers { key: String },
+    /// Give an existing key an expiry (e.g. 30s).
+    Expire {
+        key: String,
+        #[arg(value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+pub async fn run(args: KvArgs) -> ExitCode {
+    let json = args.client.json;
+    match execute(args).await {
+        Ok(output) => {
+            if json {
+                println!("{}", output.json);
+            } else {
+                println!("{}", output.text);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => report_error(&error, json),
+    }
+}
+
+/// Prints a client error and picks the exit code from its outcome.
+pub fn report_error(error: &Error, json: bool) -> ExitCode {
+    let (outcome, code) = match error.outcome {
+        Outcome::Failed => ("failed", crate::EXIT_FAILED),
+        Outcome::Unknown => ("unknown", crate::EXIT_UNKNOWN),
+    };
+    if json {
+        println!("{}", json!({"error": error.message, "code": format!("{:?}", error.code), "outcome": outcome}));
+    } else {
+        let hint = match error.outcome {
+            Outcome::Failed => "nothing was changed",
+            Outcome::Unknown => "the write may or may not have been applied",
+        };
+        eprintln!("error: {} ({hint})", error.message);
+    }
+    ExitCode::from(code)
+}
+
+struct Output {
+    text: String,
+    json: Json,
+}
+
+fn bytes(text: &str) -> Vec<u8> {
+    text.as_bytes().to_vec()
+}
+
+async fn execute(args: KvArgs) -> Result<Output, Error> {
+    let client = Client::connect(&args.client.endpoints).await?;
+    match args.op {
+        KvOp::Get { key } => Ok(read_output(&key, client.get(key.as_str()).await?)),
+        KvOp::Put { key, value, ttl } => Ok(write_output(&key, client.put(key.as_str(), value, ttl).await?)),
+        KvOp::Del { key } => Ok(write_output(&key, client.delete(key.as_str()).await?)),
+        KvOp::Incr { key, delta } => Ok(write_output(&key, client.increment(key.as_str(), delta).await?)),
+        KvOp::Sadd { key, members } => {
+            Ok(write_output(&key, client.set_add(key.as_str(), members.iter().map(|m| bytes(m)).collect()).await?))
+        }
+        KvOp::Srem { key, members } => {
+            Ok(write_output(&key, client.set_remove(key.as_str(), members.iter().map(|m| bytes(m)).collect()).await?))
+        }
+        KvOp::Smembers { key } => {
+            let members = client.set_members(key.as_str()).await?;
+            let found = members.is_some();
+            let members: Vec<String> = members.unwrap_or_default().iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+            Ok(Output {
+                text: if found { members.join("\n") } else { "(nil)".to_string() },
+                json: json!({"key": key, "found": found, "type": "set", "value": members}),
+            })
+        }
+        KvOp::Expire { key, ttl } => Ok(write_output(&key, client.expire(key.as_str(), ttl).await?)),
+    }
+}
+
+fn read_output(key: &str, found: Option<Found>) -> Output {
+    let Some(found) = found else {
+        return Output { text: "(nil)".to_string(), json: json!({"key": key, "found": false}) };
+    };
+    let mut object = json!({
+        "key": key,
+        "found": true,
+        "type": found.value.type_name(),
+        "expires_at_unix_ms": found.expires_at_unix_ms,
+        "last_write_hlc": found.last_write_hlc,
+    });
+    let text = match &found.value {
+        Value::Register(value) => {
+            match std::str::from_utf8(value) {
+                Ok(text) => object["value"] = json!(text),
+                Err(_) => object["value_hex"] = json!(value.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            }
+            String::from_utf8_lossy(value).into_owned()
+        }
+        Value::Counter(value) => {
+            object["value"] = json!(value);
+            value.to_string()
+        }
+        Value::Set(members) => {
+            let members: Vec<String> = members.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+            object["value"] = json!(members);
+            members.join("\n")
+        }
+    };
+    Output { text, json: object }
+}
+
+fn write_output(key: &str, ack: WriteAck) -> Output {
+    let token = ack.token.as_ref().map(|t| json!({"site": t.site, "partition": t.partition, "sequence": t.sequence}));
+    let mut object = json!({"key": key, "ok": true, "hlc": ack.hlc, "token": token, "existed": ack.existed});
+    let text = match ack.counter {
+        Some(counter) => {
+            object["value"] = json!(counter);
+            counter.to_string()
+        }
+        None => "OK".to_string(),
+    };
+    Output { text, json: object }
+}

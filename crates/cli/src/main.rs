@@ -1,0 +1,61 @@
+//! `geostore`: run a node, read and write keys, load-test a cluster.
+//!
+//! Exit codes: 0 success; 1 the command failed and changed nothing; 2 bad usage; 3 the outcome of a write
+//! is unknown (it may have been applied).
+
+mod bench;
+mod kv;
+mod node;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "geostore", version, about = "A geo-replicated CRDT store with fenced global locks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Node(node::NodeArgs),
+    /// Read and write keys.
+    Kv(kv::KvArgs),
+    /// Load generators that print throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+/// Exit codes a script can rely on.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_UNKNOWN: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
+    match cli.command {
+        Command::Node(args) => {
+            init_logging("info");
+            runtime.block_on(node::run(args))
+        }
+        Command::Kv(args) => {
+            init_logging("warn");
+            runtime.block_on(kv::run(args))
+        }
+        Command::Bench { which } => {
+            init_logging("warn");
+            runtime.block_on(bench::run(which))
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEOSTORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,100 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use geostore_node::{NodeSettings, SyncPolicy};
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// TOML file with settings; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the node's data (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC address, HOST:PORT (port 0 picks a free one; the chosen address is printed).
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP side port for /metrics, /healthz and /readyz, HOST:PORT.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// The site (datacenter) this node is in. Default: local.
+    #[arg(long)]
+    site: Option<String>,
+    /// Partitions, fixed when the data directory is created. Default: 64.
+    #[arg(long)]
+    partitions: Option<u16>,
+    /// When writes are acknowledged: always (after fsync, the default) or none (after the OS has them).
+    #[arg(long)]
+    sync: Option<SyncPolicy>,
+    /// Largest value (or set member) in bytes. Default: 1048576.
+    #[arg(long)]
+    value_bytes_max: Option<usize>,
+    /// Largest clock drift accepted from another node, in ms. Default: 500.
+    #[arg(long)]
+    max_drift_ms: Option<u64>,
+    /// Write requests that may queue for the writer. Default: 4096.
+    #[arg(long)]
+    write_queue_max: Option<usize>,
+    /// Operations per group commit. Default: 2048.
+    #[arg(long)]
+    group_ops_max: Option<usize>,
+}
+
+pub async fn run(args: NodeArgs) -> ExitCode {
+    match run_node(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(crate::EXIT_FAILED)
+        }
+    }
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let from_file = match &args.config {
+        Some(path) => NodeSettings::from_file(path).map_err(anyhow::Error::msg)?,
+        None => NodeSettings::default(),
+    };
+    let from_flags = NodeSettings {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        http_listen: args.http_listen,
+        site: args.site,
+        partitions: args.partitions,
+        sync: args.sync,
+        value_bytes_max: args.value_bytes_max,
+        max_drift_ms: args.max_drift_ms,
+        write_queue_max: args.write_queue_max,
+        group_ops_max: args.group_ops_max,
+    };
+    let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let http_listener = match &config.http_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?,
+        ),
+        None => None,
+    };
+    // Scripts and tests read these lines to learn the ports chosen for port 0.
+    println!("geostore node listening on {}", listener.local_addr()?);
+    if let Some(http) = &http_listener {
+        println!("geostore node http on {}", http.local_addr()?);
+    }
+    std::io::stdout().flush()?;
+    geostore_node::run(config, listener, http_listener, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,234 @@
+//! The Rust client for geostore.
+//!
+//! Every error says whether the operation may have happened ([`Outcome`]), as Jepsen records it: a
+//! `Failed` write was certainly not applied and can be retried freely; an `Unknown` one may have been.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub use geostore_proto::v1 as pb;
+use pb::kv_client::KvClient;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long to wait for a connection to one endpoint before trying the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest reply the client accepts (a big set, a big batch).
+const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Whether a failed operation may have taken effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Certainly not applied.
+    Failed,
+    /// May or may not have been applied.
+    Unknown,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub code: Code,
+    pub message: String,
+    pub outcome: Outcome,
+}
+
+impl Error {
+    fn from_status(status: tonic::Status) -> Self {
+        let outcome = match status.code() {
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::ResourceExhausted
+            | Code::Unimplemented => Outcome::Failed,
+            Code::Unavailable if status.message().contains("not applied") => Outcome::Failed,
+            _ => Outcome::Unknown,
+        };
+        let message = if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
+        Error { code: status.code(), message, outcome }
+    }
+
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A value read from geostore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Register(Vec<u8>),
+    Counter(i64),
+    Set(BTreeSet<Vec<u8>>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Register(_) => "register",
+            Value::Counter(_) => "counter",
+            Value::Set(_) => "set",
+        }
+    }
+}
+
+/// A key as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub value: Value,
+    pub expires_at_unix_ms: Option<i64>,
+    pub last_write_hlc: u64,
+}
+
+/// The acknowledgement of a write: it is durable on the node that answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteAck {
+    pub hlc: u64,
+    pub token: Option<pb::CausalToken>,
+    pub existed: bool,
+    /// For increments: the value after the write.
+    pub counter: Option<i64>,
+}
+
+impl From<pb::WriteResponse> for WriteAck {
+    fn from(response: pb::WriteResponse) -> Self {
+        WriteAck { hlc: response.hlc, token: response.token, existed: response.existed, counter: response.counter }
+    }
+}
+
+/// A connection to one geostore node. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    kv: KvClient<Channel>,
+    endpoint: String,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Client {
+    /// Connects to the first endpoint (`http://HOST:PORT`) of `endpoints` that answers.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Client> {
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            let endpoint = endpoint.as_ref();
+            let attempt = async {
+                let channel = Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| format!("{endpoint}: bad endpoint: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .map_err(|e| format!("{endpoint}: {e}"))?;
+                Ok::<_, String>(channel)
+            };
+            match attempt.await {
+                Ok(channel) => {
+                    let kv = KvClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
+                    return Ok(Client { kv, endpoint: endpoint.to_string() });
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        let message = if failures.is_empty() {
+            "no endpoint given".to_string()
+        } else {
+            format!("cannot connect to any endpoint: {}", failures.join("; "))
+        };
+        Err(Error { code: Code::Unavailable, message, outcome: Outcome::Failed })
+    }
+
+    /// The endpoint this client is connected to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Reads a key from the node's own site (possibly behind other sites).
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Found>> {
+        let reply = self.kv.clone().get(pb::GetRequest { key: key.into() }).await.map_err(Error::from_status)?.into_inner();
+        if !reply.found {
+            return Ok(None);
+        }
+        let value = match reply.value {
+            Some(pb::get_response::Value::Register(bytes)) => Value::Register(bytes),
+            Some(pb::get_response::Value::Counter(value)) => Value::Counter(value),
+            Some(pb::get_response::Value::Set(set)) => Value::Set(set.members.into_iter().collect()),
+            None => {
+                return Err(Error {
+                    code: Code::Internal,
+                    message: "the server said found but sent no value".into(),
+                    outcome: Outcome::Failed,
+                });
+            }
+        };
+        Ok(Some(Found { value, expires_at_unix_ms: reply.expires_at_unix_ms, last_write_hlc: reply.last_write_hlc }))
+    }
+
+    /// Sets a register; with a TTL the key expires that long after the write.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, ttl: Option<Duration>) -> Result<WriteAck> {
+        let request = pb::PutRequest { key: key.into(), value: value.into(), ttl_ms: ttl.map(millis) };
+        self.put_request(request).await
+    }
+
+    /// Sends a put as given, TTL in milliseconds (possibly invalid: for tests of the server's checks).
+    pub async fn put_request(&self, request: pb::PutRequest) -> Result<WriteAck> {
+        Ok(self.kv.clone().put(request).await.map_err(Error::from_status)?.into_inner().into())
+    }
+
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<WriteAck> {
+        let reply = self.kv.clone().delete(pb::DeleteRequest { key: key.into() }).await.map_err(Error::from_status)?;
+        Ok(reply.into_inner().into())
+    }
+
+    /// Adds `delta` to a counter; the acknowledgement carries the new value.
+    pub async fn increment(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<WriteAck> {
+        let request = pb::IncrementRequest { key: key.into(), delta };
+        Ok(self.kv.clone().increment(request).await.map_err(Error::from_status)?.into_inner().into())
+    }
+
+    pub async fn set_add(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
+        let request = pb::SetAddRequest { key: key.into(), members };
+        Ok(self.kv.clone().set_add(request).await.map_err(Error::from_status)?.into_inner().into())
+    }
+
+    pub async fn set_remove(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
+        let request = pb::SetRemoveRequest { key: key.into(), members };
+        Ok(self.kv.clone().set_remove(request).await.map_err(Error::from_status)?.into_inner().into())
+    }
+
+    /// A set's members, sorted; `None` if the key is absent.
+    pub async fn set_members(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<Vec<u8>>>> {
+        let reply = self.kv.clone().set_members(pb::SetMembersRequest { key: key.into() }).await;
+        let reply = reply.map_err(Error::from_status)?.into_inner();
+        Ok(reply.found.then_some(reply.members))
+    }
+
+    /// Gives an existing key an expiry `ttl` from now.
+    pub async fn expire(&self, key: impl Into<Vec<u8>>, ttl: Duration) -> Result<WriteAck> {
+        self.expire_ms(key, millis(ttl)).await
+    }
+
+    /// [`Client::expire`] with the TTL as sent on the wire (possibly invalid: for tests of the server's checks).
+    pub async fn expire_ms(&self, key: impl Into<Vec<u8>>, ttl_ms: i64) -> Result<WriteAck> {
+        let request = pb::ExpireRequest { key: key.into(), ttl_ms };
+        Ok(self.kv.clone().expire(request).await.map_err(Error::from_status)?.into_inner().into())
+    }
+
+    /// Many writes in one call, applied in order, each succeeding or failing on its own. The outer error
+    /// is for the call as a whole (then every write's outcome is as it says).
+    pub async fn batch(&self, ops: Vec<pb::WriteOp>) -> Result<Vec<Result<WriteAck>>> {
+        let reply = self.kv.clone().batch(pb::BatchRequest { ops }).await.map_err(Error::from_status)?.into_inner();
+        Ok(reply
+            .results
+            .into_iter()
+            .map(|pb::WriteResult { code, message, response }| match response {
+                Some(response) if code == 0 => Ok(response.into()),
+                _ => Err(Error::from_status(tonic::Status::new(Code::from_i32(code), message))),
+            })
+            .collect())
+    }
+}
+

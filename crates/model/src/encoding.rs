@@ -1,0 +1,35 @@
+//! The stored and replicated form of an [`Entry`]: one format-version byte, then the entry in `postcard`
+//! (a compact, varint-based serde format with a stable, documented wire format).
+//!
+//! The bytes are not canonical (a set's members are kept in a hash map), so two equal entries may encode
+//! differently. Anything that compares replicas must decode and compare entries, or hash a canonical
+//! form, never the bytes.
+
+use crate::entry::Entry;
+
+/// Version 1: `[1] ++ postcard(Entry)`.
+pub const ENTRY_FORMAT_V1: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty entry")]
+    Empty,
+    #[error("entry format version {0} is not known to this build (it knows {ENTRY_FORMAT_V1})")]
+    UnknownVersion(u8),
+    #[error("corrupt entry: {0}")]
+    Corrupt(String),
+}
+
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut bytes = vec![ENTRY_FORMAT_V1];
+    postcard::to_io(entry, &mut bytes).expect("encoding into a Vec cannot fail");
+    bytes
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&ENTRY_FORMAT_V1, body)) => postcard::from_bytes(body).map_err(|e| DecodeError::Corrupt(e.to_string())),
+        Some((&version, _)) => Err(DecodeError::UnknownVersion(version)),
+    }
+}

@@ -1,0 +1,19 @@
+//! geostore's value model: what a key holds, how writes change it and how replicas merge.
+//!
+//! This crate does no I/O, reads no clock and draws no random numbers: time comes in through
+//! [`clock::WallClock`], and every function is a plain function of its inputs. Storage, networking and
+//! the lock group live elsewhere and depend on this crate, never the other way round.
+
+pub mod clock;
+pub mod encoding;
+pub mod entry;
+pub mod limits;
+pub mod marker;
+pub mod partition;
+
+pub use clock::{Hlc, HybridClock, ManualWallClock, SystemWallClock, WallClock};
+pub use encoding::{decode_entry, encode_entry};
+pub use entry::{Applied, Entry, Kind, Op, OpError, Read, Value};
+pub use limits::{InvalidRequest, Limits};
+pub use marker::{Marker, ReplicaId};
+pub use partition::{DEFAULT_PARTITIONS, PartitionId, partition_of};

@@ -1,0 +1,78 @@
+//! A geostore node: the store engine ([`store`]), its gRPC API ([`server`]) and an HTTP side port for
+//! metrics and health ([`http`]).
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use geostore_model::SystemWallClock;
+use geostore_storage::RocksStorage;
+use tokio::net::TcpListener;
+
+pub use config::{NodeConfig, NodeSettings, SyncPolicy};
+pub use metrics::Metrics;
+pub use store::{Store, StoreConfig};
+
+/// Bytes a gRPC request may have beyond the largest value, for keys, members and framing.
+const REQUEST_OVERHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Runs a node on already bound listeners until `shutdown` completes, then stops taking requests, lets
+/// the writes in flight finish and closes the store.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let storage = RocksStorage::open(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", config.data_dir.display()))?;
+    let metrics = Metrics::new();
+    let store = Store::open(
+        Arc::new(storage),
+        Arc::new(SystemWallClock),
+        config.store.clone(),
+        metrics.clone(),
+        store::random_replica_id,
+    )?;
+
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_task = http_listener.map(|listener| {
+        let metrics = metrics.clone();
+        let mut stopped = http_stopped.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(error) = http::serve(listener, metrics, stop).await {
+                tracing::error!(%error, "HTTP side port failed");
+            }
+        })
+    });
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(geostore_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let kv = geostore_proto::v1::kv_server::KvServer::new(server::KvService::new(store.clone(), metrics.clone()))
+        .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
+    tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(kv)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+
+    let _ = stop_http.send(true);
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    let store_for_shutdown = store.clone();
+    tokio::task::spawn_blocking(move || store_for_shutdown.shutdown()).await?;
+    tracing::info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics of one node. Each node has its own registry, so that several nodes in one process
+//! (tests, the simulation) do not mix their figures.
+
+use geostore_model::{Op, OpError};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::store::{WriteError, WriteOutcome};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Writes by operation and result (`ok`, `rejected`, `unavailable`, `unknown`).
+    pub writes: IntCounterVec,
+    /// Writes refused before reaching the writer (malformed requests).
+    pub writes_invalid: IntCounter,
+    /// Operations applied per group commit (one storage batch, one fsync).
+    pub group_ops: Histogram,
+    /// Time for one storage batch write, fsync included.
+    pub storage_write_seconds: Histogram,
+    /// Time for one whole group: applying the operations and the storage write.
+    pub group_seconds: Histogram,
+    /// Storage writes that failed (after which the node takes no more writes).
+    pub storage_failures: IntCounter,
+    /// gRPC requests by method and status code.
+    pub requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let writes = IntCounterVec::new(Opts::new("geostore_writes_total", "Writes by operation and result"), &["op", "result"])
+            .expect("valid metric");
+        let writes_invalid =
+            IntCounter::new("geostore_writes_invalid_total", "Malformed writes refused before the write path").expect("valid metric");
+        let group_ops = Histogram::with_opts(
+            HistogramOpts::new("geostore_group_commit_ops", "Operations per group commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]),
+        )
+        .expect("valid metric");
+        let storage_write_seconds = Histogram::with_opts(
+            HistogramOpts::new("geostore_storage_write_seconds", "Time to write one batch to storage, fsync included")
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let group_seconds = Histogram::with_opts(
+            HistogramOpts::new("geostore_group_commit_seconds", "Time for one group commit")
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let storage_failures =
+            IntCounter::new("geostore_storage_failures_total", "Storage writes that failed").expect("valid metric");
+        let requests =
+            IntCounterVec::new(Opts::new("geostore_grpc_requests_total", "gRPC requests by method and code"), &["method", "code"])
+                .expect("valid metric");
+        for collector in [
+            Box::new(writes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(writes_invalid.clone()),
+            Box::new(group_ops.clone()),
+            Box::new(storage_write_seconds.clone()),
+            Box::new(group_seconds.clone()),
+            Box::new(storage_failures.clone()),
+            Box::new(requests.clone()),
+        ] {
+            registry.register(collector).expect("each metric is registered once");
+        }
+        Self { registry, writes, writes_invalid, group_ops, storage_write_seconds, group_seconds, storage_failures, requests }
+    }
+
+    pub fn observe_write(&self, op: &Op, result: &Result<WriteOutcome, WriteError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(WriteError::Invalid(_)) => "invalid",
+            Err(WriteError::Rejected(OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound)) => {
+                "rejected"
+            }
+            Err(WriteError::Unavailable(_)) => "unavailable",
+            Err(WriteError::Unknown(_)) => "unknown",
+        };
+        self.writes.with_label_values(&[op.name(), outcome]).inc();
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,254 @@
+//! The gRPC front end: translates requests into store operations and store results into replies and
+//! status codes. No state of its own.
+
+use std::sync::Arc;
+
+use geostore_model::{Kind, Op, OpError, Value};
+use geostore_proto::v1 as pb;
+use geostore_proto::v1::kv_server::Kv;
+use tonic::{Code, Request, Response, Status};
+
+use crate::metrics::Metrics;
+use crate::store::{CausalToken, ReadError, Store, WriteError, WriteOutcome};
+
+pub struct KvService {
+    store: Arc<Store>,
+    metrics: Metrics,
+}
+
+impl KvService {
+    pub fn new(store: Arc<Store>, metrics: Metrics) -> Self {
+        Self { store, metrics }
+    }
+
+    async fn write(&self, method: &'static str, key: Vec<u8>, op: Op) -> Result<Response<pb::WriteResponse>, Status> {
+        let result = self.store.write(key.clone(), op).await;
+        let reply = result.map(write_response).map_err(|error| write_status(method, &key, &error));
+        self.count(method, &reply)
+    }
+
+    fn count<T>(&self, method: &'static str, reply: &Result<T, Status>) -> Result<T, Status>
+    where
+        T: Clone,
+    {
+        let code = match reply {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.requests.with_label_values(&[method, code_name(code)]).inc();
+        reply.clone()
+    }
+
+    fn read(&self, method: &'static str, key: &[u8]) -> Result<Option<geostore_model::Read>, Status> {
+        self.store.get(key).map_err(|error| match error {
+            ReadError::Invalid(invalid) => Status::invalid_argument(format!("{method} {}: {invalid}", show_key(key))),
+            ReadError::Storage(detail) => Status::internal(format!("{method} {}: {detail}", show_key(key))),
+        })
+    }
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unavailable => "unavailable",
+        Code::Internal => "internal",
+        _ => "other",
+    }
+}
+
+/// A key as it appears in error messages: text if it is printable, cut to a readable length.
+fn show_key(key: &[u8]) -> String {
+    const SHOWN_BYTES_MAX: usize = 64;
+    let shown = &key[..key.len().min(SHOWN_BYTES_MAX)];
+    let text = String::from_utf8_lossy(shown);
+    if key.len() > SHOWN_BYTES_MAX { format!("key {text:?}... ({} bytes)", key.len()) } else { format!("key {text:?}") }
+}
+
+fn write_status(method: &str, key: &[u8], error: &WriteError) -> Status {
+    let message = format!("{method} {}: {error}", show_key(key));
+    match error {
+        WriteError::Invalid(_) => Status::invalid_argument(message),
+        WriteError::Rejected(OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound) => {
+            Status::failed_precondition(message)
+        }
+        WriteError::Unavailable(_) | WriteError::Unknown(_) => Status::unavailable(message),
+    }
+}
+
+fn token(token: CausalToken) -> pb::CausalToken {
+    pb::CausalToken { site: token.site, partition: u32::from(token.partition), sequence: token.sequence }
+}
+
+fn write_response(outcome: WriteOutcome) -> pb::WriteResponse {
+    pb::WriteResponse {
+        hlc: outcome.hlc.0,
+        token: Some(token(outcome.token)),
+        existed: outcome.applied.existed,
+        counter: outcome.applied.counter,
+    }
+}
+
+fn value_type(kind: Kind) -> pb::ValueType {
+    match kind {
+        Kind::Register => pb::ValueType::Register,
+        Kind::Counter => pb::ValueType::Counter,
+        Kind::Set => pb::ValueType::Set,
+    }
+}
+
+fn check_ttl(method: &str, key: &[u8], ttl_ms: i64) -> Result<u64, Status> {
+    geostore_model::limits::validate_ttl_ms(ttl_ms)
+        .map_err(|invalid| Status::invalid_argument(format!("{method} {}: {invalid}", show_key(key))))
+}
+
+/// The store operation a batched write stands for, or the reason it cannot be one.
+fn batch_op(op: pb::WriteOp) -> Result<(Vec<u8>, Op), Status> {
+    use pb::write_op::Op as W;
+    match op.op {
+        None => Err(Status::invalid_argument("Batch: an operation is empty")),
+        Some(W::Put(put)) => {
+            let ttl_ms = put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose()?;
+            Ok((put.key, Op::Put { value: put.value, ttl_ms }))
+        }
+        Some(W::Delete(delete)) => Ok((delete.key, Op::Delete)),
+        Some(W::Increment(increment)) => Ok((increment.key, Op::Increment { delta: increment.delta })),
+        Some(W::SetAdd(add)) => Ok((add.key, Op::SetAdd { members: add.members })),
+        Some(W::SetRemove(remove)) => Ok((remove.key, Op::SetRemove { members: remove.members })),
+        Some(W::Expire(expire)) => {
+            let ttl_ms = check_ttl("Expire", &expire.key, expire.ttl_ms)?;
+            Ok((expire.key, Op::Expire { ttl_ms }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let key = request.into_inner().key;
+        let reply = self.read("Get", &key).map(|read| {
+            let Some(read) = read else { return Response::new(pb::GetResponse::default()) };
+            let value = match &read.value {
+                Value::Register(bytes) => pb::get_response::Value::Register(bytes.clone()),
+                Value::Counter(value) => pb::get_response::Value::Counter(*value),
+                Value::Set(members) => {
+                    pb::get_response::Value::Set(pb::SetValue { members: members.iter().cloned().collect() })
+                }
+            };
+            Response::new(pb::GetResponse {
+                found: true,
+                r#type: value_type(read.value.kind()) as i32,
+                value: Some(value),
+                expires_at_unix_ms: read.expires_at_unix_ms,
+                last_write_hlc: read.last_write.hlc.0,
+            })
+        });
+        self.count("Get", &reply.map(|r| r.into_inner())).map(Response::new)
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let put = request.into_inner();
+        let ttl_ms = match put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose() {
+            Ok(ttl_ms) => ttl_ms,
+            Err(status) => return self.count("Put", &Err(status)),
+        };
+        self.write("Put", put.key, Op::Put { value: put.value, ttl_ms }).await
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        self.write("Delete", request.into_inner().key, Op::Delete).await
+    }
+
+    async fn increment(&self, request: Request<pb::IncrementRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let increment = request.into_inner();
+        self.write("Increment", increment.key, Op::Increment { delta: increment.delta }).await
+    }
+
+    async fn set_add(&self, request: Request<pb::SetAddRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let add = request.into_inner();
+        self.write("SetAdd", add.key, Op::SetAdd { members: add.members }).await
+    }
+
+    async fn set_remove(&self, request: Request<pb::SetRemoveRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let remove = request.into_inner();
+        self.write("SetRemove", remove.key, Op::SetRemove { members: remove.members }).await
+    }
+
+    async fn set_members(
+        &self,
+        request: Request<pb::SetMembersRequest>,
+    ) -> Result<Response<pb::SetMembersResponse>, Status> {
+        let key = request.into_inner().key;
+        let reply = self.read("SetMembers", &key).and_then(|read| match read.map(|read| read.value) {
+            None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
+            Some(Value::Set(members)) => Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() }),
+            Some(other) => Err(Status::failed_precondition(format!(
+                "SetMembers {}: the key holds a {}; SetMembers needs a set",
+                show_key(&key),
+                other.kind()
+            ))),
+        });
+        self.count("SetMembers", &reply).map(Response::new)
+    }
+
+    async fn expire(&self, request: Request<pb::ExpireRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let expire = request.into_inner();
+        let ttl_ms = match check_ttl("Expire", &expire.key, expire.ttl_ms) {
+            Ok(ttl_ms) => ttl_ms,
+            Err(status) => return self.count("Expire", &Err(status)),
+        };
+        self.write("Expire", expire.key, Op::Expire { ttl_ms }).await
+    }
+
+    async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
+        const BATCH_OPS_MAX: usize = 10_000;
+        let ops = request.into_inner().ops;
+        if ops.len() > BATCH_OPS_MAX {
+            let status =
+                Status::invalid_argument(format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len()));
+            return self.count("Batch", &Err(status));
+        }
+        // Operations that cannot even be converted fail alone; the rest go to the store together.
+        let mut results: Vec<Option<pb::WriteResult>> = Vec::with_capacity(ops.len());
+        let mut store_ops = Vec::with_capacity(ops.len());
+        for op in ops {
+            match batch_op(op) {
+                Ok(store_op) => {
+                    results.push(None);
+                    store_ops.push(store_op);
+                }
+                Err(status) => results.push(Some(status_result(&status))),
+            }
+        }
+        let keys: Vec<Vec<u8>> = store_ops.iter().map(|(key, _)| key.clone()).collect();
+        let methods: Vec<&'static str> = store_ops.iter().map(|(_, op)| op.name()).collect();
+        let mut outcomes = self.store.write_many(store_ops).await.into_iter().zip(keys.iter().zip(methods));
+        for slot in results.iter_mut().filter(|slot| slot.is_none()) {
+            let (outcome, (key, method)) = outcomes.next().expect("one outcome per store operation");
+            *slot = Some(match outcome {
+                Ok(outcome) => {
+                    pb::WriteResult { code: Code::Ok as i32, message: String::new(), response: Some(write_response(outcome)) }
+                }
+                Err(error) => status_result(&write_status(method, key, &error)),
+            });
+        }
+        let reply = pb::BatchResponse { results: results.into_iter().map(|r| r.expect("every operation has a result")).collect() };
+        self.count("Batch", &Ok(reply)).map(Response::new)
+    }
+}
+
+fn status_result(status: &Status) -> pb::WriteResult {
+    pb::WriteResult { code: status.code() as i32, message: status.message().to_string(), response: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_cut_in_messages() {
+        assert_eq!(show_key(b"user:1"), "key \"user:1\"");
+        assert!(show_key(&[b'x'; 2000]).ends_with("... (2000 bytes)"));
+    }
+}

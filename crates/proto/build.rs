@@ -1,0 +1,19 @@
+//! Generates the gRPC code from `proto/` with protox (a protobuf compiler in Rust), so no system `protoc`
+//! is needed. The descriptor set is also written out for server reflection.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["geostore/v1/kv.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&proto_root])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("geostore_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    Ok(())
+}

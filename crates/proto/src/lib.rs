@@ -1,0 +1,10 @@
+//! The generated gRPC API, package `geostore.v1`. The `.proto` files in the repository's `proto/` folder
+//! are the source of truth.
+
+pub mod v1 {
+    #![allow(clippy::all)]
+    tonic::include_proto!("geostore.v1");
+}
+
+/// The encoded descriptor set of every geostore proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/geostore_descriptor.bin"));

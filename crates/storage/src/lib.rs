@@ -1,0 +1,158 @@
+//! Storage for geostore: a small ordered key-value trait with atomic batches, implemented on RocksDB for
+//! production and in memory for tests and the simulation.
+//!
+//! The trait knows nothing of CRDTs, partitions or replication; [`layout`] says how the store engine lays
+//! its keys out. Group commit lives above this trait (in the node's write path), so both implementations
+//! get it.
+
+pub mod layout;
+mod memory;
+mod rocks;
+
+pub use memory::MemoryStorage;
+pub use rocks::RocksStorage;
+
+/// Separate key spaces. RocksDB keeps each in its own column family, so that the change log (written once,
+/// read in order, trimmed from the front) and the data (updated in place) compact independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Space {
+    /// The current state of every key.
+    Data,
+    /// Each partition's change log.
+    Log,
+    /// Node identity, sequence numbers and other bookkeeping.
+    Meta,
+}
+
+impl Space {
+    pub const ALL: [Space; 3] = [Space::Data, Space::Log, Space::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Data => "data",
+            Space::Log => "log",
+            Space::Meta => "meta",
+        }
+    }
+}
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Durability {
+    /// On stable storage (the write-ahead log is fsynced) before `write` returns. The default.
+    #[default]
+    Sync,
+    /// In the operating system's buffers: survives the process being killed, not the machine losing power.
+    Buffered,
+}
+
+/// A set of changes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put { space: Space, key: Vec<u8>, value: Vec<u8> },
+    Delete { space: Space, key: Vec<u8> },
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.changes.push(Change::Put { space, key, value });
+    }
+
+    pub fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.changes.push(Change::Delete { space, key });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// An ordered key-value store with atomic batches. Implementations are safe to call from many threads.
+pub trait Storage: Send + Sync + 'static {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Applies every change in `batch` atomically. With [`Durability::Sync`] the batch is on stable
+    /// storage when this returns.
+    fn write(&self, batch: Batch, durability: Durability) -> Result<()>;
+
+    /// Up to `limit` entries with `start <= key < end`, in key order.
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+#[cfg(test)]
+mod contract {
+    //! The behaviour both implementations must share, run against each.
+
+    use super::*;
+
+    pub fn check_all(storage: &dyn Storage) {
+        batches_are_applied_whole(storage);
+        scans_are_ordered_bounded_and_limited(storage);
+        spaces_are_separate(storage);
+    }
+
+    fn batches_are_applied_whole(storage: &dyn Storage) {
+        let mut batch = Batch::new();
+        batch.put(Space::Data, b"a".to_vec(), b"1".to_vec());
+        batch.put(Space::Log, b"a".to_vec(), b"log".to_vec());
+        batch.put(Space::Data, b"b".to_vec(), b"2".to_vec());
+        batch.delete(Space::Data, b"b".to_vec());
+        storage.write(batch, Durability::Sync).unwrap();
+        assert_eq!(storage.get(Space::Data, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(storage.get(Space::Data, b"b").unwrap(), None, "a later delete in a batch wins");
+        assert_eq!(storage.get(Space::Log, b"a").unwrap(), Some(b"log".to_vec()));
+    }
+
+    fn scans_are_ordered_bounded_and_limited(storage: &dyn Storage) {
+        let mut batch = Batch::new();
+        for key in [b"k3", b"k1", b"k2", b"k4"] {
+            batch.put(Space::Meta, key.to_vec(), key.to_vec());
+        }
+        storage.write(batch, Durability::Buffered).unwrap();
+        let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(storage.scan(Space::Meta, b"k1", b"k4", 10).unwrap()), [b"k1", b"k2", b"k3"]);
+        assert_eq!(keys(storage.scan(Space::Meta, b"k2", b"k9", 2).unwrap()), [b"k2", b"k3"]);
+    }
+
+    fn spaces_are_separate(storage: &dyn Storage) {
+        assert_eq!(storage.get(Space::Meta, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn memory_storage_keeps_the_contract() {
+        check_all(&MemoryStorage::new());
+    }
+
+    #[test]
+    fn rocks_storage_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        check_all(&RocksStorage::open(dir.path()).unwrap());
+    }
+}
