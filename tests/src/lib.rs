@@ -21,7 +21,11 @@ pub fn geostore_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("a test runs from target/<profile>/deps");
     let bin = profile_dir.join("geostore");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first (or set GEOSTORE_BIN)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (or set GEOSTORE_BIN)",
+        bin.display()
+    );
     bin
 }
 
@@ -114,11 +118,8 @@ impl Drop for NodeProcess {
 
 /// Runs the `geostore` binary with `args` and returns (exit code, stdout, stderr).
 pub fn geostore(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(geostore_bin())
-        .args(args)
-        .env_remove("GEOSTORE_ENDPOINTS")
-        .output()
-        .expect("cannot run geostore");
+    let output =
+        Command::new(geostore_bin()).args(args).env_remove("GEOSTORE_ENDPOINTS").output().expect("cannot run geostore");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

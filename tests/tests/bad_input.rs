@@ -41,7 +41,11 @@ async fn bad_requests_are_refused_specifically_and_change_nothing() {
     );
     expect_error(
         client.put("reg", vec![b'v'; 4097], None).await,
-        Case { name: "value over the limit", code: InvalidArgument, message: "the value is 4097 bytes; the limit is 4096" },
+        Case {
+            name: "value over the limit",
+            code: InvalidArgument,
+            message: "the value is 4097 bytes; the limit is 4096",
+        },
     );
     expect_error(
         client.set_add("set", vec![vec![b'm'; 4097]]).await,
@@ -53,11 +57,19 @@ async fn bad_requests_are_refused_specifically_and_change_nothing() {
     );
     expect_error(
         client.increment("set", 1).await,
-        Case { name: "increment on a set", code: FailedPrecondition, message: "the key holds a set; Increment needs a counter" },
+        Case {
+            name: "increment on a set",
+            code: FailedPrecondition,
+            message: "the key holds a set; Increment needs a counter",
+        },
     );
     expect_error(
         client.put("ctr", "v", None).await,
-        Case { name: "put on a counter", code: FailedPrecondition, message: "the key holds a counter; Put needs a register" },
+        Case {
+            name: "put on a counter",
+            code: FailedPrecondition,
+            message: "the key holds a counter; Put needs a register",
+        },
     );
     expect_error(
         client.set_members("reg").await,
@@ -87,9 +99,15 @@ async fn bad_requests_are_refused_specifically_and_change_nothing() {
     // A batch: the bad operations fail alone, the good ones are applied.
     let results = client
         .batch(vec![
-            pb::WriteOp { op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"ctr".to_vec(), delta: 1 })) },
-            pb::WriteOp { op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"set".to_vec(), delta: 1 })) },
-            pb::WriteOp { op: Some(pb::write_op::Op::Put(pb::PutRequest { key: Vec::new(), value: Vec::new(), ttl_ms: None })) },
+            pb::WriteOp {
+                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"ctr".to_vec(), delta: 1 })),
+            },
+            pb::WriteOp {
+                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"set".to_vec(), delta: 1 })),
+            },
+            pb::WriteOp {
+                op: Some(pb::write_op::Op::Put(pb::PutRequest { key: Vec::new(), value: Vec::new(), ttl_ms: None })),
+            },
             pb::WriteOp { op: None },
         ])
         .await

@@ -57,7 +57,7 @@ fn errors_exit_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[]);
     let e = node.endpoint.as_str();
-    json(&["kv", "sadd", "s", "x", "--endpoint", e]);
+    json(&["kv", "sadd", "s", "x", "--endpoint", e, "--json"]);
 
     let (code, _, stderr) = geostore(&["kv", "incr", "s", "--endpoint", e]);
     assert_eq!(code, 1);
@@ -95,7 +95,7 @@ fn endpoints_come_from_the_environment_with_failover_to_the_next() {
 fn sigterm_shuts_down_cleanly_and_data_stays() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProcess::start(dir.path(), &["--site", "eu"]);
-    json(&["kv", "put", "k", "v", "--endpoint", &node.endpoint]);
+    json(&["kv", "put", "k", "v", "--endpoint", &node.endpoint, "--json"]);
     assert!(node.terminate(), "the node exits 0 on SIGTERM");
     node.restart();
     assert_eq!(json(&["kv", "get", "k", "--endpoint", &node.endpoint, "--json"])["value"], "v");
@@ -138,7 +138,7 @@ fn http_get(base: &str, path: &str) -> String {
 fn http_side_port_serves_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &["--http-listen", "127.0.0.1:0"]);
-    json(&["kv", "incr", "c", "--endpoint", &node.endpoint]);
+    json(&["kv", "incr", "c", "--endpoint", &node.endpoint, "--json"]);
     let http = node.http.as_deref().unwrap();
     assert!(http_get(http, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(http, "/readyz").starts_with("HTTP/1.1 200"));
@@ -149,15 +149,19 @@ fn http_side_port_serves_metrics_and_health() {
 
 #[tokio::test]
 async fn grpc_reflection_lists_the_api() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[]);
-    let mut client = ServerReflectionClient::connect(node.endpoint.clone()).await.unwrap();
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let channel = tonic::transport::Channel::from_shared(node.endpoint.clone()).unwrap().connect().await.unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = client.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };

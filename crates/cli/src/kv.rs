@@ -9,7 +9,13 @@ use serde_json::{Value as Json, json};
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Node endpoints, http://HOST:PORT, comma-separated; the first that answers is used.
-    #[arg(long = "endpoint", env = "GEOSTORE_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:7000", global = true)]
+    #[arg(
+        long = "endpoint",
+        env = "GEOSTORE_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7000",
+        global = true
+    )]
     pub endpoints: Vec<String>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
@@ -124,7 +130,8 @@ async fn execute(args: KvArgs) -> Result<Output, Error> {
         KvOp::Smembers { key } => {
             let members = client.set_members(key.as_str()).await?;
             let found = members.is_some();
-            let members: Vec<String> = members.unwrap_or_default().iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+            let members: Vec<String> =
+                members.unwrap_or_default().iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
             Ok(Output {
                 text: if found { members.join("\n") } else { "(nil)".to_string() },
                 json: json!({"key": key, "found": found, "type": "set", "value": members}),

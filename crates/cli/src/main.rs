@@ -37,7 +37,8 @@ pub const EXIT_UNKNOWN: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     match cli.command {
         Command::Node(args) => {
             init_logging("info");

@@ -48,10 +48,10 @@ impl Error {
             Code::Unavailable if status.message().contains("not applied") => Outcome::Failed,
             _ => Outcome::Unknown,
         };
-        let message = if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
+        let message =
+            if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
         Error { code: status.code(), message, outcome }
     }
-
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -148,7 +148,8 @@ impl Client {
 
     /// Reads a key from the node's own site (possibly behind other sites).
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Found>> {
-        let reply = self.kv.clone().get(pb::GetRequest { key: key.into() }).await.map_err(Error::from_status)?.into_inner();
+        let reply =
+            self.kv.clone().get(pb::GetRequest { key: key.into() }).await.map_err(Error::from_status)?.into_inner();
         if !reply.found {
             return Ok(None);
         }
@@ -168,7 +169,12 @@ impl Client {
     }
 
     /// Sets a register; with a TTL the key expires that long after the write.
-    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, ttl: Option<Duration>) -> Result<WriteAck> {
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        ttl: Option<Duration>,
+    ) -> Result<WriteAck> {
         let request = pb::PutRequest { key: key.into(), value: value.into(), ttl_ms: ttl.map(millis) };
         self.put_request(request).await
     }
@@ -231,4 +237,3 @@ impl Client {
             .collect())
     }
 }
-

@@ -60,13 +60,24 @@ impl std::fmt::Display for Kind {
 pub enum Op {
     /// Set a register. With a TTL the key expires that long after the write; without one, any expiry the
     /// key had is cleared.
-    Put { value: Vec<u8>, ttl_ms: Option<u64> },
+    Put {
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    },
     Delete,
-    Increment { delta: i64 },
-    SetAdd { members: Vec<Vec<u8>> },
-    SetRemove { members: Vec<Vec<u8>> },
+    Increment {
+        delta: i64,
+    },
+    SetAdd {
+        members: Vec<Vec<u8>>,
+    },
+    SetRemove {
+        members: Vec<Vec<u8>>,
+    },
     /// Give a live key an expiry `ttl_ms` after the write.
-    Expire { ttl_ms: u64 },
+    Expire {
+        ttl_ms: u64,
+    },
 }
 
 impl Op {
@@ -295,6 +306,23 @@ impl Entry {
             }
         };
         Some(Read { value, expires_at_unix_ms, last_write })
+    }
+
+    /// A 64-bit digest of the whole state that is equal for equal entries on every replica and build: the
+    /// state is written in a canonical form (set members sorted) and hashed with XXH3. Anti-entropy compares
+    /// these instead of the stored bytes, which are not canonical.
+    pub fn digest(&self) -> u64 {
+        let set = self.set.as_ref().map(|set| {
+            let mut members: Vec<(&Vec<u8>, crdts::VClock<ReplicaId>)> =
+                set.members.iter().map(|member| (member.val, member.rm_clock)).collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            // Deferred removes never arise here (every local remove carries the set's own clock), so the
+            // clock and the members are the whole state.
+            (set.members.clock(), members, set.last_write)
+        });
+        let canonical = (&self.register, &self.counter, set, &self.deleted, &self.expiry);
+        let bytes = postcard::to_stdvec(&canonical).expect("encoding into a Vec cannot fail");
+        xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 
     /// Whether the key has an expiry that has passed at `now_unix_ms`.

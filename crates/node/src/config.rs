@@ -74,7 +74,8 @@ impl NodeSettings {
     pub fn resolve(self) -> Result<NodeConfig, String> {
         let defaults = StoreConfig::default();
         let data_dir = self.data_dir.ok_or("no data directory: pass --data-dir or set data_dir in the config file")?;
-        let listen = self.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
+        let listen =
+            self.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
         let site = self.site.unwrap_or(defaults.site);
         if site.is_empty() || !site.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(format!("site name {site:?} must be non-empty ASCII letters, digits, '-' or '_'"));

@@ -28,10 +28,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let writes = IntCounterVec::new(Opts::new("geostore_writes_total", "Writes by operation and result"), &["op", "result"])
-            .expect("valid metric");
+        let writes =
+            IntCounterVec::new(Opts::new("geostore_writes_total", "Writes by operation and result"), &["op", "result"])
+                .expect("valid metric");
         let writes_invalid =
-            IntCounter::new("geostore_writes_invalid_total", "Malformed writes refused before the write path").expect("valid metric");
+            IntCounter::new("geostore_writes_invalid_total", "Malformed writes refused before the write path")
+                .expect("valid metric");
         let group_ops = Histogram::with_opts(
             HistogramOpts::new("geostore_group_commit_ops", "Operations per group commit")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]),
@@ -49,9 +51,11 @@ impl Metrics {
         .expect("valid metric");
         let storage_failures =
             IntCounter::new("geostore_storage_failures_total", "Storage writes that failed").expect("valid metric");
-        let requests =
-            IntCounterVec::new(Opts::new("geostore_grpc_requests_total", "gRPC requests by method and code"), &["method", "code"])
-                .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new("geostore_grpc_requests_total", "gRPC requests by method and code"),
+            &["method", "code"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(writes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(writes_invalid.clone()),
@@ -63,16 +67,25 @@ impl Metrics {
         ] {
             registry.register(collector).expect("each metric is registered once");
         }
-        Self { registry, writes, writes_invalid, group_ops, storage_write_seconds, group_seconds, storage_failures, requests }
+        Self {
+            registry,
+            writes,
+            writes_invalid,
+            group_ops,
+            storage_write_seconds,
+            group_seconds,
+            storage_failures,
+            requests,
+        }
     }
 
     pub fn observe_write(&self, op: &Op, result: &Result<WriteOutcome, WriteError>) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(WriteError::Invalid(_)) => "invalid",
-            Err(WriteError::Rejected(OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound)) => {
-                "rejected"
-            }
+            Err(WriteError::Rejected(
+                OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound,
+            )) => "rejected",
             Err(WriteError::Unavailable(_)) => "unavailable",
             Err(WriteError::Unknown(_)) => "unknown",
         };

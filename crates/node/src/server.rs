@@ -23,20 +23,18 @@ impl KvService {
 
     async fn write(&self, method: &'static str, key: Vec<u8>, op: Op) -> Result<Response<pb::WriteResponse>, Status> {
         let result = self.store.write(key.clone(), op).await;
-        let reply = result.map(write_response).map_err(|error| write_status(method, &key, &error));
-        self.count(method, &reply)
+        let reply = result.map(|outcome| Response::new(write_response(outcome)));
+        self.count(method, reply.map_err(|error| write_status(method, &key, &error)))
     }
 
-    fn count<T>(&self, method: &'static str, reply: &Result<T, Status>) -> Result<T, Status>
-    where
-        T: Clone,
-    {
-        let code = match reply {
+    /// Counts a reply by method and status code, and passes it on.
+    fn count<T>(&self, method: &'static str, reply: Result<T, Status>) -> Result<T, Status> {
+        let code = match &reply {
             Ok(_) => Code::Ok,
             Err(status) => status.code(),
         };
         self.metrics.requests.with_label_values(&[method, code_name(code)]).inc();
-        reply.clone()
+        reply
     }
 
     fn read(&self, method: &'static str, key: &[u8]) -> Result<Option<geostore_model::Read>, Status> {
@@ -144,14 +142,14 @@ impl Kv for KvService {
                 last_write_hlc: read.last_write.hlc.0,
             })
         });
-        self.count("Get", &reply.map(|r| r.into_inner())).map(Response::new)
+        self.count("Get", reply)
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let put = request.into_inner();
         let ttl_ms = match put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose() {
             Ok(ttl_ms) => ttl_ms,
-            Err(status) => return self.count("Put", &Err(status)),
+            Err(status) => return self.count("Put", Err(status)),
         };
         self.write("Put", put.key, Op::Put { value: put.value, ttl_ms }).await
     }
@@ -182,21 +180,23 @@ impl Kv for KvService {
         let key = request.into_inner().key;
         let reply = self.read("SetMembers", &key).and_then(|read| match read.map(|read| read.value) {
             None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
-            Some(Value::Set(members)) => Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() }),
+            Some(Value::Set(members)) => {
+                Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
+            }
             Some(other) => Err(Status::failed_precondition(format!(
                 "SetMembers {}: the key holds a {}; SetMembers needs a set",
                 show_key(&key),
                 other.kind()
             ))),
         });
-        self.count("SetMembers", &reply).map(Response::new)
+        self.count("SetMembers", reply).map(Response::new)
     }
 
     async fn expire(&self, request: Request<pb::ExpireRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let expire = request.into_inner();
         let ttl_ms = match check_ttl("Expire", &expire.key, expire.ttl_ms) {
             Ok(ttl_ms) => ttl_ms,
-            Err(status) => return self.count("Expire", &Err(status)),
+            Err(status) => return self.count("Expire", Err(status)),
         };
         self.write("Expire", expire.key, Op::Expire { ttl_ms }).await
     }
@@ -207,7 +207,7 @@ impl Kv for KvService {
         if ops.len() > BATCH_OPS_MAX {
             let status =
                 Status::invalid_argument(format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len()));
-            return self.count("Batch", &Err(status));
+            return self.count("Batch", Err(status));
         }
         // Operations that cannot even be converted fail alone; the rest go to the store together.
         let mut results: Vec<Option<pb::WriteResult>> = Vec::with_capacity(ops.len());
@@ -227,14 +227,18 @@ impl Kv for KvService {
         for slot in results.iter_mut().filter(|slot| slot.is_none()) {
             let (outcome, (key, method)) = outcomes.next().expect("one outcome per store operation");
             *slot = Some(match outcome {
-                Ok(outcome) => {
-                    pb::WriteResult { code: Code::Ok as i32, message: String::new(), response: Some(write_response(outcome)) }
-                }
+                Ok(outcome) => pb::WriteResult {
+                    code: Code::Ok as i32,
+                    message: String::new(),
+                    response: Some(write_response(outcome)),
+                },
                 Err(error) => status_result(&write_status(method, key, &error)),
             });
         }
-        let reply = pb::BatchResponse { results: results.into_iter().map(|r| r.expect("every operation has a result")).collect() };
-        self.count("Batch", &Ok(reply)).map(Response::new)
+        let reply = pb::BatchResponse {
+            results: results.into_iter().map(|r| r.expect("every operation has a result")).collect(),
+        };
+        self.count("Batch", Ok(Response::new(reply)))
     }
 }
 

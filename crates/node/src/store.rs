@@ -248,7 +248,9 @@ impl Store {
         // Once queued, the writer always answers unless the process is going down; a dropped reply after
         // that point may follow a durable write, so it is reported as unknown.
         answer.await.unwrap_or_else(|_| {
-            (0..count).map(|_| Err(WriteError::Unknown("the writer stopped while the write was queued".into()))).collect()
+            (0..count)
+                .map(|_| Err(WriteError::Unknown("the writer stopped while the write was queued".into())))
+                .collect()
         })
     }
 
@@ -303,7 +305,8 @@ fn load_or_create_identity(
     let stored_partitions = storage.get(Space::Meta, layout::META_PARTITIONS)?;
     match (stored_replica, stored_site, stored_partitions) {
         (Some(replica), Some(site), Some(partitions)) => {
-            let site = String::from_utf8(site).map_err(|e| OpenError::CorruptMeta { key: "site".into(), detail: e.to_string() })?;
+            let site = String::from_utf8(site)
+                .map_err(|e| OpenError::CorruptMeta { key: "site".into(), detail: e.to_string() })?;
             let partitions = <[u8; 2]>::try_from(partitions.as_slice())
                 .map(u16::from_be_bytes)
                 .map_err(|_| OpenError::CorruptMeta { key: "partitions".into(), detail: "expected 2 bytes".into() })?;
@@ -316,8 +319,11 @@ fn load_or_create_identity(
             Ok(Identity { replica: ReplicaId(replica), site, partitions })
         }
         (None, None, None) => {
-            let identity =
-                Identity { replica: ReplicaId(new_replica_id()), site: config.site.clone(), partitions: config.partitions };
+            let identity = Identity {
+                replica: ReplicaId(new_replica_id()),
+                site: config.site.clone(),
+                partitions: config.partitions,
+            };
             let mut batch = Batch::new();
             batch.put(Space::Meta, layout::META_REPLICA_ID.to_vec(), identity.replica.0.to_be_bytes().to_vec());
             batch.put(Space::Meta, layout::META_SITE.to_vec(), identity.site.as_bytes().to_vec());
@@ -491,11 +497,7 @@ impl Writer {
         batch.put(Space::Log, layout::log_key(partition, sequence), encode_log_record(key, hlc, &encoded));
         batch.put(Space::Data, data_key.clone(), encoded);
         entries.insert(data_key, entry);
-        Ok(WriteOutcome {
-            hlc,
-            token: CausalToken { site: self.identity.site.clone(), partition, sequence },
-            applied,
-        })
+        Ok(WriteOutcome { hlc, token: CausalToken { site: self.identity.site.clone(), partition, sequence }, applied })
     }
 }
 
@@ -554,7 +556,10 @@ mod tests {
         assert_eq!(third.token.sequence, 3);
         assert!(third.hlc > last_hlc);
         assert_eq!(store.identity().replica, ReplicaId(7));
-        let log = store.storage.scan(Space::Log, &layout::log_key(partition, 0), &layout::log_key(partition + 1, 0), 10).unwrap();
+        let log = store
+            .storage
+            .scan(Space::Log, &layout::log_key(partition, 0), &layout::log_key(partition + 1, 0), 10)
+            .unwrap();
         assert_eq!(log.len(), 3);
         let (logged_key, logged_hlc, logged_entry) = decode_log_record(&log[2].1).unwrap();
         assert_eq!((logged_key, logged_hlc), (key, third.hlc));
@@ -599,7 +604,8 @@ mod tests {
         drop(open(Arc::new(RocksStorage::open(dir.path()).unwrap()), &wall));
         let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(dir.path()).unwrap());
         let other_site = StoreConfig { site: "elsewhere".into(), ..StoreConfig::default() };
-        let error = Store::open(storage.clone(), Arc::new(wall.clone()), other_site, Metrics::new(), || 8).err().unwrap();
+        let error =
+            Store::open(storage.clone(), Arc::new(wall.clone()), other_site, Metrics::new(), || 8).err().unwrap();
         assert!(matches!(error, OpenError::SiteMismatch { .. }), "{error}");
         let other_partitions = StoreConfig { partitions: 32, ..StoreConfig::default() };
         let error = Store::open(storage, Arc::new(wall), other_partitions, Metrics::new(), || 8).err().unwrap();

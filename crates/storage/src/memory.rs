@@ -3,10 +3,13 @@ use std::sync::Mutex;
 
 use crate::{Batch, Change, Durability, Result, Space, Storage};
 
+/// One key space's entries, in key order.
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Everything in memory, behind one mutex: for tests and the simulation. Nothing survives the process.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    spaces: Mutex<BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    spaces: Mutex<BTreeMap<Space, Entries>>,
 }
 
 impl MemoryStorage {

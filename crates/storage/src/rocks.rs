@@ -55,7 +55,8 @@ impl Storage for RocksStorage {
     fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(end.to_vec());
-        let iterator = self.db.iterator_cf_opt(self.family(space), options, IteratorMode::From(start, Direction::Forward));
+        let iterator =
+            self.db.iterator_cf_opt(self.family(space), options, IteratorMode::From(start, Direction::Forward));
         let mut entries = Vec::new();
         for item in iterator.take(limit) {
             let (key, value) = item?;
