@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use geostore_client::Client;
+use geostore_client::{Client, pb};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -37,6 +37,10 @@ pub struct KvBenchArgs {
     /// Bytes per put value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// Writes per request: above 1, puts and increments go as one Batch call of this many operations
+    /// (latency is then per call, throughput per operation).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Phases to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "put,get,incr")]
     ops: Vec<BenchOp>,
@@ -61,8 +65,8 @@ impl BenchOp {
 
 pub async fn run(command: BenchCommand) -> ExitCode {
     let BenchCommand::Kv(args) = command;
-    if args.clients == 0 || args.keys == 0 {
-        eprintln!("error: --clients and --keys must be at least 1");
+    if args.clients == 0 || args.keys == 0 || args.batch == 0 || args.batch > 10_000 {
+        eprintln!("error: --clients and --keys must be at least 1, --batch between 1 and 10000");
         return ExitCode::from(crate::EXIT_FAILED);
     }
     let mut clients = Vec::with_capacity(args.clients);
@@ -74,8 +78,9 @@ pub async fn run(command: BenchCommand) -> ExitCode {
     }
     if !args.client.json {
         println!(
-            "geostore bench kv: {} clients, {:?} per phase after {:?} warm-up, {} keys, {}-byte values, endpoint {}",
+            "geostore bench kv: {} clients, {} writes per request, {:?} per phase after {:?} warm-up, {} keys, {}-byte values, endpoint {}",
             args.clients,
+            args.batch,
             args.duration,
             args.warmup,
             args.keys,
@@ -141,6 +146,18 @@ impl PhaseResult {
     }
 }
 
+fn write_op(op: BenchOp, key: String, value: &[u8]) -> pb::WriteOp {
+    let op = match op {
+        BenchOp::Put => {
+            pb::write_op::Op::Put(pb::PutRequest { key: key.into_bytes(), value: value.to_vec(), ttl_ms: None })
+        }
+        BenchOp::Incr | BenchOp::Get => {
+            pb::write_op::Op::Increment(pb::IncrementRequest { key: format!("{key}:n").into_bytes(), delta: 1 })
+        }
+    };
+    pb::WriteOp { op: Some(op) }
+}
+
 async fn phase(clients: &[Client], op: BenchOp, args: &KvBenchArgs) -> PhaseResult {
     let warmup_until = Instant::now() + args.warmup;
     let measure_until = warmup_until + args.duration;
@@ -149,6 +166,7 @@ async fn phase(clients: &[Client], op: BenchOp, args: &KvBenchArgs) -> PhaseResu
         let client = client.clone();
         let keys = args.keys;
         let value = vec![b'v'; args.value_bytes];
+        let batch = args.batch;
         tasks.push(tokio::spawn(async move {
             let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let (mut ops, mut errors) = (0_u64, 0_u64);
@@ -159,20 +177,51 @@ async fn phase(clients: &[Client], op: BenchOp, args: &KvBenchArgs) -> PhaseResu
                 if started >= measure_until {
                     break;
                 }
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let key = format!("bench:{}", state % keys);
-                let ok = match op {
-                    BenchOp::Put => client.put(key, value.clone(), None).await.is_ok(),
-                    BenchOp::Get => client.get(key).await.is_ok(),
-                    BenchOp::Incr => client.increment(format!("{key}:n"), 1).await.is_ok(),
+                let mut next_key = || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    format!("bench:{}", state % keys)
+                };
+                let (done, failed) = match op {
+                    BenchOp::Get => {
+                        if client.get(next_key()).await.is_ok() {
+                            (1, 0)
+                        } else {
+                            (0, 1)
+                        }
+                    }
+                    BenchOp::Put | BenchOp::Incr if batch > 1 => {
+                        let ops = (0..batch).map(|_| write_op(op, next_key(), &value)).collect();
+                        match client.batch(ops).await {
+                            Ok(results) => {
+                                let ok = results.iter().filter(|result| result.is_ok()).count() as u64;
+                                (ok, batch as u64 - ok)
+                            }
+                            Err(_) => (0, batch as u64),
+                        }
+                    }
+                    BenchOp::Put => {
+                        if client.put(next_key(), value.clone(), None).await.is_ok() {
+                            (1, 0)
+                        } else {
+                            (0, 1)
+                        }
+                    }
+                    BenchOp::Incr => {
+                        if client.increment(format!("{}:n", next_key()), 1).await.is_ok() {
+                            (1, 0)
+                        } else {
+                            (0, 1)
+                        }
+                    }
                 };
                 if started >= warmup_until {
                     let finished = Instant::now();
                     if finished <= measure_until {
                         latency_us.saturating_record(finished.duration_since(started).as_micros() as u64);
-                        if ok { ops += 1 } else { errors += 1 }
+                        ops += done;
+                        errors += failed;
                     }
                 }
             }

@@ -61,10 +61,12 @@ pub async fn run(
         .build_v1()?;
     let kv = geostore_proto::v1::kv_server::KvServer::new(server::KvService::new(store.clone(), metrics.clone()))
         .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
+    // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(kv)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
     let _ = stop_http.send(true);
