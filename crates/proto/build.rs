@@ -7,7 +7,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["geostore/v1/kv.proto"];
+    let files = ["geostore/v1/kv.proto", "geostore/v1/replication.proto", "geostore/v1/cluster.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

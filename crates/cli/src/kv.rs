@@ -33,7 +33,16 @@ pub struct KvArgs {
 #[derive(Subcommand)]
 enum KvOp {
     /// Read a key of any type.
-    Get { key: String },
+    Get {
+        key: String,
+        /// Read-your-writes: wait until this node has the write that returned this causal token
+        /// (SITE:PARTITION:SEQUENCE, as printed by a write's --json `causal_token`).
+        #[arg(long, value_parser = geostore_client::parse_token)]
+        after: Option<geostore_client::pb::CausalToken>,
+        /// How long to wait for it (the node caps this; default: the node's cap).
+        #[arg(long, value_parser = humantime::parse_duration, requires = "after")]
+        wait: Option<Duration>,
+    },
     /// Set a register.
     Put {
         key: String,
@@ -117,7 +126,10 @@ fn bytes(text: &str) -> Vec<u8> {
 async fn execute(args: KvArgs) -> Result<Output, Error> {
     let client = Client::connect(&args.client.endpoints).await?;
     match args.op {
-        KvOp::Get { key } => Ok(read_output(&key, client.get(key.as_str()).await?)),
+        KvOp::Get { key, after: None, .. } => Ok(read_output(&key, client.get(key.as_str()).await?)),
+        KvOp::Get { key, after: Some(token), wait } => {
+            Ok(read_output(&key, client.get_after(key.as_str(), token, wait).await?))
+        }
         KvOp::Put { key, value, ttl } => Ok(write_output(&key, client.put(key.as_str(), value, ttl).await?)),
         KvOp::Del { key } => Ok(write_output(&key, client.delete(key.as_str()).await?)),
         KvOp::Incr { key, delta } => Ok(write_output(&key, client.increment(key.as_str(), delta).await?)),
@@ -175,7 +187,15 @@ fn read_output(key: &str, found: Option<Found>) -> Output {
 
 fn write_output(key: &str, ack: WriteAck) -> Output {
     let token = ack.token.as_ref().map(|t| json!({"site": t.site, "partition": t.partition, "sequence": t.sequence}));
-    let mut object = json!({"key": key, "ok": true, "hlc": ack.hlc, "token": token, "existed": ack.existed});
+    let causal_token = ack.token.as_ref().map(geostore_client::format_token);
+    let mut object = json!({
+        "key": key,
+        "ok": true,
+        "hlc": ack.hlc,
+        "token": token,
+        "causal_token": causal_token,
+        "existed": ack.existed,
+    });
     let text = match ack.counter {
         Some(counter) => {
             object["value"] = json!(counter);

@@ -4,8 +4,10 @@
 //! is unknown (it may have been applied).
 
 mod bench;
+mod dev;
 mod kv;
 mod node;
+mod status;
 
 use std::process::ExitCode;
 
@@ -22,8 +24,12 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(node::NodeArgs),
+    /// Run a three-site cluster on this machine (one node per site), data kept between runs.
+    Dev(dev::DevArgs),
     /// Read and write keys.
     Kv(kv::KvArgs),
+    /// Sites, partitions and replication lag, as one node sees them.
+    Status(status::StatusArgs),
     /// Load generators that print throughput and latency.
     Bench {
         #[command(subcommand)]
@@ -43,6 +49,14 @@ fn main() -> ExitCode {
         Command::Node(args) => {
             init_logging("info");
             runtime.block_on(node::run(args))
+        }
+        Command::Dev(args) => {
+            init_logging("info");
+            runtime.block_on(dev::run(args))
+        }
+        Command::Status(args) => {
+            init_logging("warn");
+            runtime.block_on(status::run(args))
         }
         Command::Kv(args) => {
             init_logging("warn");

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use geostore_node::config::PeerConfig;
 use geostore_node::{NodeSettings, SyncPolicy};
 
 #[derive(Args)]
@@ -40,6 +41,24 @@ pub struct NodeArgs {
     /// Operations per group commit. Default: 2048.
     #[arg(long)]
     group_ops_max: Option<usize>,
+    /// The node of another site to replicate with, SITE=http://HOST:PORT (repeat for each site).
+    #[arg(long = "peer")]
+    peers: Vec<PeerConfig>,
+    /// Change-log records kept per partition. Default: 1000000.
+    #[arg(long)]
+    log_retention_ops: Option<u64>,
+    /// Change-log bytes kept per node. Default: 4 GiB.
+    #[arg(long)]
+    log_retention_bytes: Option<u64>,
+    /// Change-log records older than this many ms are trimmed. Default: 86400000 (a day).
+    #[arg(long)]
+    log_retention_ms: Option<u64>,
+    /// How often partitions are compared with each peer by Merkle digest, in ms. Default: 60000.
+    #[arg(long)]
+    anti_entropy_interval_ms: Option<u64>,
+    /// The longest a read with a causal token waits, in ms. Default: 5000.
+    #[arg(long)]
+    causal_wait_max_ms: Option<u64>,
 }
 
 pub async fn run(args: NodeArgs) -> ExitCode {
@@ -68,6 +87,12 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         max_drift_ms: args.max_drift_ms,
         write_queue_max: args.write_queue_max,
         group_ops_max: args.group_ops_max,
+        peers: if args.peers.is_empty() { None } else { Some(args.peers) },
+        log_retention_ops: args.log_retention_ops,
+        log_retention_bytes: args.log_retention_bytes,
+        log_retention_ms: args.log_retention_ms,
+        anti_entropy_interval_ms: args.anti_entropy_interval_ms,
+        causal_wait_max_ms: args.causal_wait_max_ms,
     };
     let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -91,7 +116,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("cannot install the SIGTERM handler");
     tokio::select! {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use geostore_proto::v1 as pb;
+use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -45,7 +46,13 @@ impl Error {
             | Code::Unauthenticated
             | Code::ResourceExhausted
             | Code::Unimplemented => Outcome::Failed,
-            Code::Unavailable if status.message().contains("not applied") => Outcome::Failed,
+            // A write the node refused before applying it, or a read that found its causal token not yet
+            // replicated: nothing happened.
+            Code::Unavailable
+                if status.message().contains("not applied") || status.message().contains("not yet replicated") =>
+            {
+                Outcome::Failed
+            }
             _ => Outcome::Unknown,
         };
         let message =
@@ -55,6 +62,19 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_through_text() {
+        let token = pb::CausalToken { site: "eu-west".into(), partition: 12, sequence: 345 };
+        assert_eq!(parse_token(&format_token(&token)), Ok(token));
+        assert!(parse_token("eu:12").unwrap_err().contains("SITE:PARTITION:SEQUENCE"));
+        assert!(parse_token("eu:x:1").unwrap_err().contains("bad partition"));
+    }
+}
 
 /// A value read from geostore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +122,24 @@ impl From<pb::WriteResponse> for WriteAck {
 #[derive(Clone)]
 pub struct Client {
     kv: KvClient<Channel>,
+    cluster: ClusterClient<Channel>,
     endpoint: String,
+}
+
+/// Formats a causal token as `SITE:PARTITION:SEQUENCE`, the form `geostore kv get --after` takes.
+pub fn format_token(token: &pb::CausalToken) -> String {
+    format!("{}:{}:{}", token.site, token.partition, token.sequence)
+}
+
+/// Parses `SITE:PARTITION:SEQUENCE`.
+pub fn parse_token(text: &str) -> std::result::Result<pb::CausalToken, String> {
+    let mut parts = text.rsplitn(3, ':');
+    let (Some(sequence), Some(partition), Some(site)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("causal token {text:?}: expected SITE:PARTITION:SEQUENCE"));
+    };
+    let partition = partition.parse().map_err(|_| format!("causal token {text:?}: bad partition {partition:?}"))?;
+    let sequence = sequence.parse().map_err(|_| format!("causal token {text:?}: bad sequence {sequence:?}"))?;
+    Ok(pb::CausalToken { site: site.to_string(), partition, sequence })
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -127,8 +164,9 @@ impl Client {
             };
             match attempt.await {
                 Ok(channel) => {
-                    let kv = KvClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
-                    return Ok(Client { kv, endpoint: endpoint.to_string() });
+                    let kv = KvClient::new(channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
+                    let cluster = ClusterClient::new(channel);
+                    return Ok(Client { kv, cluster, endpoint: endpoint.to_string() });
                 }
                 Err(failure) => failures.push(failure),
             }
@@ -141,6 +179,11 @@ impl Client {
         Err(Error { code: Code::Unavailable, message, outcome: Outcome::Failed })
     }
 
+    /// The cluster as the node sees it: sites, partitions, replication lag per peer.
+    pub async fn status(&self) -> Result<pb::StatusResponse> {
+        Ok(self.cluster.clone().status(pb::StatusRequest {}).await.map_err(Error::from_status)?.into_inner())
+    }
+
     /// The endpoint this client is connected to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -148,8 +191,22 @@ impl Client {
 
     /// Reads a key from the node's own site (possibly behind other sites).
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Found>> {
-        let reply =
-            self.kv.clone().get(pb::GetRequest { key: key.into() }).await.map_err(Error::from_status)?.into_inner();
+        self.get_request(pb::GetRequest { key: key.into(), after: None, wait_ms: None }).await
+    }
+
+    /// Reads a key once this node has seen the write that returned `token` (read-your-writes across
+    /// sites), waiting at most `wait` (the node caps it); fails with "not yet replicated" otherwise.
+    pub async fn get_after(
+        &self,
+        key: impl Into<Vec<u8>>,
+        token: pb::CausalToken,
+        wait: Option<Duration>,
+    ) -> Result<Option<Found>> {
+        self.get_request(pb::GetRequest { key: key.into(), after: Some(token), wait_ms: wait.map(millis) }).await
+    }
+
+    async fn get_request(&self, request: pb::GetRequest) -> Result<Option<Found>> {
+        let reply = self.kv.clone().get(request).await.map_err(Error::from_status)?.into_inner();
         if !reply.found {
             return Ok(None);
         }
@@ -207,7 +264,7 @@ impl Client {
 
     /// A set's members, sorted; `None` if the key is absent.
     pub async fn set_members(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let reply = self.kv.clone().set_members(pb::SetMembersRequest { key: key.into() }).await;
+        let reply = self.kv.clone().set_members(pb::SetMembersRequest { key: key.into(), after: None, wait_ms: None }).await;
         let reply = reply.map_err(Error::from_status)?.into_inner();
         Ok(reply.found.then_some(reply.members))
     }

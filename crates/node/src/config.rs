@@ -46,6 +46,43 @@ pub struct NodeSettings {
     pub max_drift_ms: Option<u64>,
     pub write_queue_max: Option<usize>,
     pub group_ops_max: Option<usize>,
+    /// The nodes of the other sites to replicate with.
+    pub peers: Option<Vec<PeerConfig>>,
+    /// Change-log records kept per partition.
+    pub log_retention_ops: Option<u64>,
+    /// Change-log bytes kept per node.
+    pub log_retention_bytes: Option<u64>,
+    /// Change-log records older than this are trimmed, in milliseconds.
+    pub log_retention_ms: Option<u64>,
+    /// How often each partition is compared with each peer by Merkle digest, in milliseconds.
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// The longest a read with a causal token waits for the write to arrive, in milliseconds.
+    pub causal_wait_max_ms: Option<u64>,
+}
+
+/// A node of another site.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub site: String,
+    /// Its gRPC endpoint, `http://HOST:PORT`.
+    pub endpoint: String,
+}
+
+impl FromStr for PeerConfig {
+    type Err = String;
+    /// `SITE=http://HOST:PORT`, as given to `--peer`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (site, endpoint) = text.split_once('=').ok_or_else(|| format!("--peer {text:?}: expected SITE=http://HOST:PORT"))?;
+        Ok(PeerConfig { site: site.to_string(), endpoint: endpoint.to_string() })
+    }
+}
+
+fn check_site_name(site: &str) -> Result<(), String> {
+    if site.is_empty() || site.len() > 64 || !site.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("site name {site:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"));
+    }
+    Ok(())
 }
 
 impl NodeSettings {
@@ -67,6 +104,12 @@ impl NodeSettings {
             max_drift_ms: overrides.max_drift_ms.or(self.max_drift_ms),
             write_queue_max: overrides.write_queue_max.or(self.write_queue_max),
             group_ops_max: overrides.group_ops_max.or(self.group_ops_max),
+            peers: overrides.peers.or(self.peers),
+            log_retention_ops: overrides.log_retention_ops.or(self.log_retention_ops),
+            log_retention_bytes: overrides.log_retention_bytes.or(self.log_retention_bytes),
+            log_retention_ms: overrides.log_retention_ms.or(self.log_retention_ms),
+            anti_entropy_interval_ms: overrides.anti_entropy_interval_ms.or(self.anti_entropy_interval_ms),
+            causal_wait_max_ms: overrides.causal_wait_max_ms.or(self.causal_wait_max_ms),
         }
     }
 
@@ -77,8 +120,19 @@ impl NodeSettings {
         let listen =
             self.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
         let site = self.site.unwrap_or(defaults.site);
-        if site.is_empty() || !site.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("site name {site:?} must be non-empty ASCII letters, digits, '-' or '_'"));
+        check_site_name(&site)?;
+        let peers = self.peers.unwrap_or_default();
+        for (index, peer) in peers.iter().enumerate() {
+            check_site_name(&peer.site)?;
+            if peer.site == site {
+                return Err(format!("peer {:?} is in this node's own site; peers are nodes of other sites", peer.endpoint));
+            }
+            if peers[..index].iter().any(|other| other.site == peer.site) {
+                return Err(format!("two peers for site {:?}: one node per site for now", peer.site));
+            }
+            if !(peer.endpoint.starts_with("http://") || peer.endpoint.starts_with("https://")) {
+                return Err(format!("peer endpoint {:?} must start with http:// or https://", peer.endpoint));
+            }
         }
         let partitions = self.partitions.unwrap_or(defaults.partitions);
         if partitions == 0 {
@@ -101,11 +155,27 @@ impl NodeSettings {
             SyncPolicy::Always => Durability::Sync,
             SyncPolicy::None => Durability::Buffered,
         };
+        let log_retention_ops = self.log_retention_ops.unwrap_or(defaults.log_retention_ops);
+        let log_retention_bytes = self.log_retention_bytes.unwrap_or(defaults.log_retention_bytes);
+        let log_retention_ms = self.log_retention_ms.unwrap_or(defaults.log_retention_ms);
+        if log_retention_ops == 0 || log_retention_bytes == 0 || log_retention_ms == 0 {
+            return Err("log_retention_ops, log_retention_bytes and log_retention_ms must be positive".into());
+        }
+        let anti_entropy_interval_ms = self.anti_entropy_interval_ms.unwrap_or(60_000);
+        if anti_entropy_interval_ms < 100 {
+            return Err("anti_entropy_interval_ms must be at least 100".into());
+        }
         Ok(NodeConfig {
             data_dir,
             listen,
             http_listen: self.http_listen,
+            peers,
+            anti_entropy_interval: std::time::Duration::from_millis(anti_entropy_interval_ms),
+            causal_wait_max: std::time::Duration::from_millis(self.causal_wait_max_ms.unwrap_or(5_000)),
             store: StoreConfig {
+                log_retention_ops,
+                log_retention_bytes,
+                log_retention_ms,
                 site,
                 partitions,
                 durability,
@@ -124,6 +194,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen: String,
     pub http_listen: Option<String>,
+    pub peers: Vec<PeerConfig>,
+    pub anti_entropy_interval: std::time::Duration,
+    pub causal_wait_max: std::time::Duration,
     pub store: StoreConfig,
 }
 
@@ -168,5 +241,24 @@ mod tests {
             ..NodeSettings::default()
         };
         assert!(settings.resolve().unwrap_err().contains("site name"));
+    }
+
+    #[test]
+    fn peers_come_from_the_file_or_flags_and_are_checked() {
+        let file: NodeSettings = toml::from_str(
+            r#"
+            data_dir = "d"
+            listen = "127.0.0.1:0"
+            site = "a"
+            [[peers]]
+            site = "b"
+            endpoint = "http://127.0.0.1:7001"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(file.clone().resolve().unwrap().peers.len(), 1);
+        let flags = NodeSettings { peers: Some(vec!["a=http://x:1".parse().unwrap()]), ..NodeSettings::default() };
+        assert!(file.clone().overridden_by(flags).resolve().unwrap_err().contains("own site"));
+        assert!("nonsense".parse::<PeerConfig>().unwrap_err().contains("SITE=http://HOST:PORT"));
     }
 }

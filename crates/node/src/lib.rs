@@ -1,9 +1,12 @@
 //! A geostore node: the store engine ([`store`]), its gRPC API ([`server`]) and an HTTP side port for
 //! metrics and health ([`http`]).
 
+pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod log;
 pub mod metrics;
+pub mod replication;
 pub mod server;
 pub mod store;
 
@@ -17,6 +20,25 @@ use tokio::net::TcpListener;
 pub use config::{NodeConfig, NodeSettings, SyncPolicy};
 pub use metrics::Metrics;
 pub use store::{Store, StoreConfig};
+
+/// How often each partition's change log is trimmed to the retention limits.
+const LOG_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn trim_logs(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LOG_TRIM_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        for partition in 0..store.identity().partitions {
+            match store.trim_log(partition).await {
+                Ok(0) => {}
+                Ok(trimmed) => tracing::debug!(partition, trimmed, "change log trimmed"),
+                Err(error) => tracing::warn!(partition, %error, "change log trim failed"),
+            }
+        }
+    }
+}
 
 /// Bytes a gRPC request may have beyond the largest value, for keys, members and framing.
 const REQUEST_OVERHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -42,7 +64,15 @@ pub async fn run(
         store::random_replica_id,
     )?;
 
-    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let (peer_states, mut background) = replication::start(
+        store.clone(),
+        config.peers.clone(),
+        config.anti_entropy_interval,
+        background_stopped.clone(),
+    );
+    background.push(tokio::spawn(trim_logs(store.clone(), background_stopped.clone())));
+    let http_stopped = background_stopped.clone();
     let http_task = http_listener.map(|listener| {
         let metrics = metrics.clone();
         let mut stopped = http_stopped.clone();
@@ -59,18 +89,36 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(geostore_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let kv = geostore_proto::v1::kv_server::KvServer::new(server::KvService::new(store.clone(), metrics.clone()))
-        .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
+    let kv = geostore_proto::v1::kv_server::KvServer::new(server::KvService::new(
+        store.clone(),
+        metrics.clone(),
+        config.causal_wait_max,
+    ))
+    .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
+    let replication = geostore_proto::v1::replication_server::ReplicationServer::new(
+        replication::ReplicationService::new(store.clone()),
+    )
+    .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
+    .max_encoding_message_size(usize::MAX);
+    let cluster = geostore_proto::v1::cluster_server::ClusterServer::new(cluster::ClusterService::new(
+        store.clone(),
+        peer_states,
+    ));
     // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(kv)
+        .add_service(replication)
+        .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
-    let _ = stop_http.send(true);
+    let _ = stop_background.send(true);
     if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    for task in background {
         let _ = task.await;
     }
     let store_for_shutdown = store.clone();

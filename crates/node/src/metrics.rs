@@ -23,6 +23,14 @@ pub struct Metrics {
     pub storage_failures: IntCounter,
     /// gRPC requests by method and status code.
     pub requests: IntCounterVec,
+    /// Time from a change's origin timestamp to its merge here (across sites: the replication lag).
+    pub replication_lag_seconds: Histogram,
+    /// Records from each peer that changed this replica's state.
+    pub replicated_records: IntCounterVec,
+    /// Keys that anti-entropy found different and repaired here.
+    pub anti_entropy_repairs: IntCounter,
+    /// Remote timestamps refused for being further ahead than the allowed clock drift.
+    pub clock_drift_refusals: IntCounter,
 }
 
 impl Metrics {
@@ -56,8 +64,29 @@ impl Metrics {
             &["method", "code"],
         )
         .expect("valid metric");
+        let replication_lag_seconds = Histogram::with_opts(
+            HistogramOpts::new("geostore_replication_lag_seconds", "Origin timestamp to merge here, per record")
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let replicated_records = IntCounterVec::new(
+            Opts::new("geostore_replicated_records_total", "Records from a peer that changed state here"),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let anti_entropy_repairs =
+            IntCounter::new("geostore_anti_entropy_repairs_total", "Keys repaired by anti-entropy").expect("valid metric");
+        let clock_drift_refusals = IntCounter::new(
+            "geostore_clock_drift_refusals_total",
+            "Remote timestamps refused for exceeding the allowed drift",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(writes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_lag_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replicated_records.clone()),
+            Box::new(anti_entropy_repairs.clone()),
+            Box::new(clock_drift_refusals.clone()),
+            Box::new(writes.clone()),
             Box::new(writes_invalid.clone()),
             Box::new(group_ops.clone()),
             Box::new(storage_write_seconds.clone()),
@@ -76,6 +105,10 @@ impl Metrics {
             group_seconds,
             storage_failures,
             requests,
+            replication_lag_seconds,
+            replicated_records,
+            anti_entropy_repairs,
+            clock_drift_refusals,
         }
     }
 

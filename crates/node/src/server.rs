@@ -2,6 +2,7 @@
 //! status codes. No state of its own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use geostore_model::{Kind, Op, OpError, Value};
 use geostore_proto::v1 as pb;
@@ -14,11 +15,13 @@ use crate::store::{CausalToken, ReadError, Store, WriteError, WriteOutcome};
 pub struct KvService {
     store: Arc<Store>,
     metrics: Metrics,
+    /// The longest a read waits for a causal token.
+    causal_wait_max: Duration,
 }
 
 impl KvService {
-    pub fn new(store: Arc<Store>, metrics: Metrics) -> Self {
-        Self { store, metrics }
+    pub fn new(store: Arc<Store>, metrics: Metrics, causal_wait_max: Duration) -> Self {
+        Self { store, metrics, causal_wait_max }
     }
 
     async fn write(&self, method: &'static str, key: Vec<u8>, op: Op) -> Result<Response<pb::WriteResponse>, Status> {
@@ -37,11 +40,36 @@ impl KvService {
         reply
     }
 
-    fn read(&self, method: &'static str, key: &[u8]) -> Result<Option<geostore_model::Read>, Status> {
-        self.store.get(key).map_err(|error| match error {
-            ReadError::Invalid(invalid) => Status::invalid_argument(format!("{method} {}: {invalid}", show_key(key))),
-            ReadError::Storage(detail) => Status::internal(format!("{method} {}: {detail}", show_key(key))),
-        })
+    /// Reads a key, first waiting for the write named by `after` if there is one.
+    async fn read(
+        &self,
+        method: &'static str,
+        key: &[u8],
+        after: Option<pb::CausalToken>,
+        wait_ms: Option<i64>,
+    ) -> Result<Option<geostore_model::Read>, Status> {
+        let status = |error: ReadError| match error {
+            ReadError::Invalid(_) | ReadError::BadToken(_) => {
+                Status::invalid_argument(format!("{method} {}: {error}", show_key(key)))
+            }
+            ReadError::NotYetReplicated { .. } => Status::unavailable(format!("{method} {}: {error}", show_key(key))),
+            ReadError::Storage(_) => Status::internal(format!("{method} {}: {error}", show_key(key))),
+        };
+        geostore_model::limits::validate_key(key).map_err(|invalid| status(ReadError::Invalid(invalid)))?;
+        if let Some(token) = after {
+            let partition = u16::try_from(token.partition)
+                .map_err(|_| status(ReadError::BadToken(format!("partition {} is out of range", token.partition))))?;
+            let wait = match wait_ms {
+                None => self.causal_wait_max,
+                Some(ms) if ms < 0 => {
+                    return Err(status(ReadError::BadToken(format!("wait_ms must not be negative; got {ms}"))));
+                }
+                Some(ms) => Duration::from_millis(ms as u64).min(self.causal_wait_max),
+            };
+            let token = CausalToken { site: token.site, partition, sequence: token.sequence };
+            self.store.wait_for(&token, wait).await.map_err(status)?;
+        }
+        self.store.get(key).map_err(status)
     }
 }
 
@@ -124,8 +152,9 @@ fn batch_op(op: pb::WriteOp) -> Result<(Vec<u8>, Op), Status> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let key = request.into_inner().key;
-        let reply = self.read("Get", &key).map(|read| {
+        let request = request.into_inner();
+        let key = request.key;
+        let reply = self.read("Get", &key, request.after, request.wait_ms).await.map(|read| {
             let Some(read) = read else { return Response::new(pb::GetResponse::default()) };
             let value = match &read.value {
                 Value::Register(bytes) => pb::get_response::Value::Register(bytes.clone()),
@@ -177,8 +206,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::SetMembersRequest>,
     ) -> Result<Response<pb::SetMembersResponse>, Status> {
-        let key = request.into_inner().key;
-        let reply = self.read("SetMembers", &key).and_then(|read| match read.map(|read| read.value) {
+        let request = request.into_inner();
+        let key = request.key;
+        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|read| match read.map(|read| read.value) {
             None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
             Some(Value::Set(members)) => {
                 Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })

@@ -1,30 +1,37 @@
-//! The store engine: one node's replica of every partition, its write path and its reads.
+//! The store engine: one node's replica of every partition, its write path, its reads, and the
+//! primitives replication builds on (reading the change log, merging a peer's records, digests).
 //!
-//! Writes go through a single writer thread that owns every read-modify-write. It takes all the write
-//! requests that are waiting (up to `group_ops_max` operations), applies each to its key's [`Entry`],
-//! puts the new state and a change-log record per write into one storage batch, writes that batch with one
-//! fsync, and only then answers every request in the group. Concurrent writers so share one fsync (group
-//! commit), and a write is acknowledged only once durable.
+//! Every change goes through a single writer thread that owns every read-modify-write. It takes all the
+//! requests that are waiting (local writes, merges of a peer's records, anti-entropy repairs, log trims; up
+//! to `group_ops_max` operations), applies them, puts the new states, their change-log records and the
+//! bookkeeping (sequences, replication cursors) into one storage batch, writes it with one fsync, and only
+//! then answers every request in the group. Concurrent writers so share one fsync (group commit), and a
+//! write is acknowledged only once durable.
 //!
 //! Invariants:
-//! - A partition's change-log sequence numbers are dense and increase by one per applied write; the data,
-//!   the log records and the partition's last sequence are written in the same atomic batch.
-//! - Every write's HLC timestamp is higher than every timestamp this replica issued before, restarts
+//! - A partition's change-log sequence numbers increase by one per logged change; the data, the log
+//!   records, the partition's last sequence and any replication cursor they advance are written in the
+//!   same atomic batch, so a restart resumes replication exactly where it stopped.
+//! - A change is logged here only if it changed this replica's state: a merge that brings nothing new is
+//!   not logged again, which is what ends relaying (A -> B -> C -> A stops at A).
+//! - Every local write's HLC timestamp is higher than every timestamp this replica issued before, restarts
 //!   included (the highest one is persisted with every batch and observed at open).
-//! - After a storage write fails, the store accepts no more writes: RocksDB's state after a failed fsync
+//! - After a storage write fails, the store accepts no more changes: RocksDB's state after a failed fsync
 //!   is not trustworthy, so the node must be restarted (and recover from its write-ahead log).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use geostore_model::{
     Applied, Entry, Hlc, HybridClock, InvalidRequest, Limits, Marker, Op, OpError, Read, ReplicaId, WallClock,
     decode_entry, encode_entry, partition_of,
 };
 use geostore_storage::{Batch, Durability, Space, Storage, layout};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::log::LogRecord;
 use crate::metrics::Metrics;
 
 /// Settings of the store engine.
@@ -36,10 +43,17 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// How far ahead of our wall clock a received timestamp may be before it is refused.
     pub max_drift_ms: u64,
-    /// Write requests that may wait for the writer thread; callers wait for room beyond this.
+    /// Requests that may wait for the writer thread; callers wait for room beyond this.
     pub write_queue_max: usize,
     /// Operations the writer applies in one group (one storage batch, one fsync).
     pub group_ops_max: usize,
+    /// Change-log records kept per partition; older ones are trimmed (a peer further behind catches up
+    /// by anti-entropy instead).
+    pub log_retention_ops: u64,
+    /// Change-log bytes kept per node (spread evenly over the partitions).
+    pub log_retention_bytes: u64,
+    /// Change-log records older than this are trimmed.
+    pub log_retention_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +66,9 @@ impl Default for StoreConfig {
             max_drift_ms: 500,
             write_queue_max: 4096,
             group_ops_max: 2048,
+            log_retention_ops: 1_000_000,
+            log_retention_bytes: 4 * 1024 * 1024 * 1024,
+            log_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -95,6 +112,12 @@ pub enum ReadError {
     Invalid(#[from] InvalidRequest),
     #[error("storage: {0}")]
     Storage(String),
+    #[error(
+        "not yet replicated: this replica has seen {site}'s partition {partition} up to sequence {seen}, the token needs {needed}; waited {waited_ms} ms"
+    )]
+    NotYetReplicated { site: String, partition: u16, seen: u64, needed: u64, waited_ms: u64 },
+    #[error("bad causal token: {0}")]
+    BadToken(String),
 }
 
 /// Who this replica is. Fixed when its data directory is created.
@@ -105,20 +128,76 @@ pub struct Identity {
     pub partitions: u16,
 }
 
-struct WriteRequest {
-    ops: Vec<(Vec<u8>, Op)>,
-    reply: oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>>,
+/// A peer's change-log records for one partition, to merge here.
+pub struct PeerRecords {
+    pub peer: String,
+    pub partition: u16,
+    /// `(sequence in the peer's log, record)`, in the peer's log order.
+    pub records: Vec<(u64, LogRecord)>,
+    /// The peer's log has been read up to here (records from this site itself are skipped by the sender).
+    pub through: u64,
 }
 
-/// One node's store. Cheap to share behind an `Arc`; reads run on the caller's thread, writes on the
+/// Work for the writer thread.
+enum Request {
+    Write { ops: Vec<(Vec<u8>, Op)>, reply: oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>> },
+    Merge { records: PeerRecords, reply: oneshot::Sender<Result<usize, String>> },
+    /// Whole entries fetched by anti-entropy; `cursor` optionally moves a peer's cursor afterwards.
+    Repair {
+        peer: String,
+        partition: u16,
+        entries: Vec<(Vec<u8>, Entry)>,
+        cursor: Option<u64>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    /// Drop a partition's log records below `start`.
+    Trim { partition: u16, start: u64, bytes_removed: u64, reply: oneshot::Sender<Result<(), String>> },
+}
+
+impl Request {
+    fn op_count(&self) -> usize {
+        match self {
+            Request::Write { ops, .. } => ops.len(),
+            Request::Merge { records, .. } => records.records.len().max(1),
+            Request::Repair { entries, .. } => entries.len().max(1),
+            Request::Trim { .. } => 1,
+        }
+    }
+}
+
+/// Replication progress, shared between the writer (which changes it after each commit) and readers.
+#[derive(Debug, Default, Clone)]
+pub struct ProgressState {
+    /// The last sequence in each partition's log.
+    pub heads: Vec<u64>,
+    /// The first sequence still in each partition's log.
+    pub log_starts: Vec<u64>,
+    /// The encoded bytes of the records in each partition's log.
+    pub log_bytes: Vec<u64>,
+    /// `(peer, partition)` -> the last sequence of the peer's log merged here.
+    pub cursors: BTreeMap<(String, u16), u64>,
+    /// `(origin, partition)` -> the highest origin sequence reflected here.
+    pub seen: BTreeMap<(String, u16), u64>,
+}
+
+struct Progress {
+    state: Mutex<ProgressState>,
+    /// Bumped after every commit that appended to the log; log readers (pull streams) wait on it.
+    log_version: watch::Sender<u64>,
+    /// Woken after every commit that advanced `seen`; causal reads wait on it.
+    seen_changed: Notify,
+}
+
+/// One node's store. Cheap to share behind an `Arc`; reads run on the caller's thread, changes on the
 /// writer thread.
 pub struct Store {
     storage: Arc<dyn Storage>,
     clock: Arc<HybridClock>,
     identity: Identity,
-    limits: Limits,
+    config: StoreConfig,
     metrics: Metrics,
-    writes: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    progress: Arc<Progress>,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -138,6 +217,23 @@ pub enum OpenError {
     CorruptMeta { key: String, detail: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+/// Entries in one anti-entropy bucket. A partition's keys fall into this many buckets by key hash.
+pub const DIGEST_BUCKETS: usize = 256;
+/// Keys read per storage scan while digesting a partition.
+const DIGEST_SCAN_KEYS_MAX: usize = 4096;
+
+/// The bucket of a key in a partition digest.
+pub fn digest_bucket(key: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64_with_seed(key, 1) >> 56) as usize
+}
+
+/// One key's contribution to a digest: its name and its state, hashed.
+fn key_digest(key: &[u8], entry: &Entry) -> u64 {
+    let mut bytes = key.to_vec();
+    bytes.extend_from_slice(&entry.digest().to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 impl Store {
@@ -160,10 +256,21 @@ impl Store {
         if let Some(high) = read_u64_meta(storage.as_ref(), layout::META_HLC_HIGH)? {
             clock.observe_own(Hlc(high));
         }
-        let mut sequences = Vec::with_capacity(usize::from(identity.partitions));
+        let mut state = ProgressState::default();
         for partition in 0..identity.partitions {
-            sequences.push(read_u64_meta(storage.as_ref(), &layout::meta_sequence_key(partition))?.unwrap_or(0));
+            state.heads.push(read_u64_meta(storage.as_ref(), &layout::meta_sequence_key(partition))?.unwrap_or(0));
+            state
+                .log_starts
+                .push(read_u64_meta(storage.as_ref(), &layout::meta_log_start_key(partition))?.unwrap_or(1));
+            state.log_bytes.push(read_u64_meta(storage.as_ref(), &layout::meta_log_bytes_key(partition))?.unwrap_or(0));
         }
+        state.cursors = read_site_partition_meta(storage.as_ref(), layout::META_CURSOR_PREFIX)?;
+        state.seen = read_site_partition_meta(storage.as_ref(), layout::META_SEEN_PREFIX)?;
+        let progress = Arc::new(Progress {
+            state: Mutex::new(state.clone()),
+            log_version: watch::channel(0).0,
+            seen_changed: Notify::new(),
+        });
 
         let (sender, receiver) = mpsc::channel(config.write_queue_max);
         let writer = Writer {
@@ -172,9 +279,10 @@ impl Store {
             identity: identity.clone(),
             durability: config.durability,
             group_ops_max: config.group_ops_max,
-            sequences,
+            state,
             failed: None,
             metrics: metrics.clone(),
+            progress: progress.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("geostore-writer".into())
@@ -185,9 +293,10 @@ impl Store {
             storage,
             clock,
             identity,
-            limits: config.limits,
+            config,
             metrics,
-            writes: Mutex::new(Some(sender)),
+            progress,
+            requests: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(handle)),
         }))
     }
@@ -201,7 +310,25 @@ impl Store {
     }
 
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.config.limits
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A copy of the replication progress.
+    pub fn progress(&self) -> ProgressState {
+        self.progress.state.lock().expect("progress lock poisoned").clone()
+    }
+
+    /// Changes whenever the log grows: wait on it for new records.
+    pub fn subscribe_log(&self) -> watch::Receiver<u64> {
+        self.progress.log_version.subscribe()
     }
 
     /// Applies one write; see [`Store::write_many`].
@@ -215,7 +342,7 @@ impl Store {
         let mut results: Vec<Option<Result<WriteOutcome, WriteError>>> = Vec::with_capacity(ops.len());
         let mut valid = Vec::with_capacity(ops.len());
         for (key, op) in ops {
-            match self.limits.validate(&key, &op) {
+            match self.config.limits.validate(&key, &op) {
                 Ok(()) => {
                     results.push(None);
                     valid.push((key, op));
@@ -227,7 +354,19 @@ impl Store {
             }
         }
         if !valid.is_empty() {
-            let mut applied = self.submit(valid).await.into_iter();
+            let count = valid.len();
+            let (reply, answer) = oneshot::channel();
+            let applied = match self.submit(Request::Write { ops: valid, reply }).await {
+                Err(why) => (0..count).map(|_| Err(WriteError::Unavailable(why.clone()))).collect(),
+                // Once queued, the writer always answers unless the process is going down; a dropped
+                // reply after that point may follow a durable write, so it is reported as unknown.
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    (0..count)
+                        .map(|_| Err(WriteError::Unknown("the writer stopped while the write was queued".into())))
+                        .collect()
+                }),
+            };
+            let mut applied = applied.into_iter();
             for slot in results.iter_mut().filter(|slot| slot.is_none()) {
                 *slot = applied.next();
             }
@@ -235,41 +374,202 @@ impl Store {
         results.into_iter().map(|result| result.expect("every operation has a result")).collect()
     }
 
-    async fn submit(&self, ops: Vec<(Vec<u8>, Op)>) -> Vec<Result<WriteOutcome, WriteError>> {
-        let count = ops.len();
-        let not_applied = |why: &str| (0..count).map(|_| Err(WriteError::Unavailable(why.to_string()))).collect();
-        let Some(sender) = self.writes.lock().expect("writes lock poisoned").clone() else {
-            return not_applied("the store is shut down");
+    async fn submit(&self, request: Request) -> Result<(), String> {
+        let Some(sender) = self.requests.lock().expect("requests lock poisoned").clone() else {
+            return Err("the store is shut down".into());
         };
+        sender.send(request).await.map_err(|_| "the store is shut down".to_string())
+    }
+
+    /// Merges a peer's records and advances its cursor, durably. Returns how many records changed state.
+    pub async fn merge(&self, records: PeerRecords) -> Result<usize, String> {
         let (reply, answer) = oneshot::channel();
-        if sender.send(WriteRequest { ops, reply }).await.is_err() {
-            return not_applied("the store is shut down");
-        }
-        // Once queued, the writer always answers unless the process is going down; a dropped reply after
-        // that point may follow a durable write, so it is reported as unknown.
-        answer.await.unwrap_or_else(|_| {
-            (0..count)
-                .map(|_| Err(WriteError::Unknown("the writer stopped while the write was queued".into())))
-                .collect()
-        })
+        self.submit(Request::Merge { records, reply }).await?;
+        answer.await.map_err(|_| "the writer stopped".to_string())?
+    }
+
+    /// Merges whole entries fetched by anti-entropy, then optionally sets the peer's cursor. Returns how
+    /// many keys changed.
+    pub async fn repair(
+        &self,
+        peer: &str,
+        partition: u16,
+        entries: Vec<(Vec<u8>, Entry)>,
+        cursor: Option<u64>,
+    ) -> Result<usize, String> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Repair { peer: peer.to_string(), partition, entries, cursor, reply }).await?;
+        answer.await.map_err(|_| "the writer stopped".to_string())?
     }
 
     /// Reads a key as it is now on this replica (local, possibly behind other sites).
     pub fn get(&self, key: &[u8]) -> Result<Option<Read>, ReadError> {
         geostore_model::limits::validate_key(key)?;
+        let Some(entry) = self.entry(key)? else { return Ok(None) };
+        Ok(entry.read(self.clock.wall().now_unix_ms()))
+    }
+
+    /// The stored state of a key.
+    pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>, ReadError> {
         let partition = partition_of(key, self.identity.partitions);
         let bytes = self
             .storage
             .get(Space::Data, &layout::data_key(partition.0, key))
             .map_err(|e| ReadError::Storage(e.to_string()))?;
-        let Some(bytes) = bytes else { return Ok(None) };
-        let entry = decode_entry(&bytes).map_err(|e| ReadError::Storage(e.to_string()))?;
-        Ok(entry.read(self.clock.wall().now_unix_ms()))
+        bytes.map(|bytes| decode_entry(&bytes).map_err(|e| ReadError::Storage(e.to_string()))).transpose()
     }
 
-    /// Stops taking writes, lets the writer finish what is queued, and waits for it.
+    /// Waits until this replica reflects the write named by `token`, for at most `wait`.
+    pub async fn wait_for(&self, token: &CausalToken, wait: Duration) -> Result<(), ReadError> {
+        if token.partition >= self.identity.partitions {
+            return Err(ReadError::BadToken(format!(
+                "partition {} does not exist (there are {})",
+                token.partition, self.identity.partitions
+            )));
+        }
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before checking, so a commit in between is not missed.
+            let changed = self.progress.seen_changed.notified();
+            let seen = self.seen(&token.site, token.partition);
+            if seen >= token.sequence {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(ReadError::NotYetReplicated {
+                    site: token.site.clone(),
+                    partition: token.partition,
+                    seen,
+                    needed: token.sequence,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    /// The highest sequence of `site`'s log of `partition` reflected here (this site's own: its head).
+    pub fn seen(&self, site: &str, partition: u16) -> u64 {
+        let state = self.progress.state.lock().expect("progress lock poisoned");
+        if site == self.identity.site {
+            return state.heads.get(usize::from(partition)).copied().unwrap_or(0);
+        }
+        state.seen.get(&(site.to_string(), partition)).copied().unwrap_or(0)
+    }
+
+    /// Up to `records_max` records (and about `bytes_max` bytes) of `partition`'s log after `after`.
+    pub fn read_log(
+        &self,
+        partition: u16,
+        after: u64,
+        records_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<(u64, LogRecord)>, String> {
+        let start = layout::log_key(partition, after.saturating_add(1));
+        let end = layout::log_key(partition, u64::MAX);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for (key, value) in self.storage.scan(Space::Log, &start, &end, records_max).map_err(|e| e.to_string())? {
+            let sequence = u64::from_be_bytes(key[2..10].try_into().map_err(|_| "corrupt log key".to_string())?);
+            let record = LogRecord::decode(&value).ok_or_else(|| format!("unreadable log record {sequence}"))?;
+            bytes += value.len();
+            records.push((sequence, record));
+            if bytes >= bytes_max {
+                break;
+            }
+        }
+        Ok(records)
+    }
+
+    /// The digest of each of a partition's [`DIGEST_BUCKETS`] buckets: XOR of its keys' digests.
+    pub fn partition_digest(&self, partition: u16) -> Result<Vec<u64>, String> {
+        let mut buckets = vec![0_u64; DIGEST_BUCKETS];
+        self.for_each_entry(partition, |key, entry| buckets[digest_bucket(key)] ^= key_digest(key, entry))?;
+        Ok(buckets)
+    }
+
+    /// `(key, digest)` of every key of a partition in the given buckets.
+    pub fn bucket_digests(&self, partition: u16, buckets: &[usize]) -> Result<Vec<(Vec<u8>, u64)>, String> {
+        let mut wanted = [false; DIGEST_BUCKETS];
+        for &bucket in buckets {
+            if bucket < DIGEST_BUCKETS {
+                wanted[bucket] = true;
+            }
+        }
+        let mut keys = Vec::new();
+        self.for_each_entry(partition, |key, entry| {
+            if wanted[digest_bucket(key)] {
+                keys.push((key.to_vec(), key_digest(key, entry)));
+            }
+        })?;
+        Ok(keys)
+    }
+
+    fn for_each_entry(&self, partition: u16, mut visit: impl FnMut(&[u8], &Entry)) -> Result<(), String> {
+        let mut start = layout::data_key(partition, b"");
+        let end = match partition.checked_add(1) {
+            Some(next) => layout::data_key(next, b""),
+            None => vec![0xff; 3],
+        };
+        loop {
+            let page = self.storage.scan(Space::Data, &start, &end, DIGEST_SCAN_KEYS_MAX).map_err(|e| e.to_string())?;
+            let full = page.len() == DIGEST_SCAN_KEYS_MAX;
+            for (data_key, value) in &page {
+                let (_, key) = layout::split_data_key(data_key).ok_or("corrupt data key")?;
+                let entry = decode_entry(value).map_err(|e| e.to_string())?;
+                visit(key, &entry);
+            }
+            match page.last() {
+                Some((last, _)) if full => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Trims `partition`'s log to the retention limits (records, bytes, age). Returns the records removed.
+    /// Reads only the records it removes (and one page more).
+    pub async fn trim_log(&self, partition: u16) -> Result<u64, String> {
+        let index = usize::from(partition);
+        let (head, log_start, log_bytes) = {
+            let state = self.progress.state.lock().expect("progress lock poisoned");
+            (state.heads[index], state.log_starts[index], state.log_bytes[index])
+        };
+        let bytes_max = self.config.log_retention_bytes / u64::from(self.identity.partitions);
+        let now_ms = self.clock.wall().now_unix_ms();
+        let mut start = log_start;
+        let mut bytes = log_bytes;
+        'pages: loop {
+            let page = self.read_log(partition, start - 1, 256, usize::MAX)?;
+            if page.is_empty() {
+                break;
+            }
+            for (sequence, record) in page {
+                let records_kept = head - sequence + 1;
+                let too_many = records_kept > self.config.log_retention_ops;
+                let too_big = bytes > bytes_max;
+                let too_old = now_ms.saturating_sub(record.hlc.unix_ms()) as u64 > self.config.log_retention_ms;
+                if !(too_many || too_big || too_old) {
+                    break 'pages;
+                }
+                bytes = bytes.saturating_sub(record.encoded_len() as u64);
+                start = sequence + 1;
+            }
+        }
+        if start <= log_start {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Trim { partition, start, bytes_removed: log_bytes - bytes, reply }).await?;
+        answer.await.map_err(|_| "the writer stopped".to_string())??;
+        Ok(start - log_start)
+    }
+
+    /// Stops taking changes, lets the writer finish what is queued, and waits for it.
     pub fn shutdown(&self) {
-        self.writes.lock().expect("writes lock poisoned").take();
+        self.requests.lock().expect("requests lock poisoned").take();
         if let Some(handle) = self.writer.lock().expect("writer lock poisoned").take() {
             let _ = handle.join();
         }
@@ -285,16 +585,31 @@ impl Drop for Store {
 fn read_u64_meta(storage: &dyn Storage, key: &[u8]) -> Result<Option<u64>, OpenError> {
     match storage.get(Space::Meta, key)? {
         None => Ok(None),
-        Some(bytes) => {
-            let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| OpenError::CorruptMeta {
-                key: String::from_utf8_lossy(key).into_owned(),
-                detail: format!("{} bytes, expected 8", bytes.len()),
-            })?;
-            Ok(Some(u64::from_be_bytes(array)))
-        }
+        Some(bytes) => Ok(Some(decode_u64_meta(key, &bytes)?)),
     }
 }
 
+fn decode_u64_meta(key: &[u8], bytes: &[u8]) -> Result<u64, OpenError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| OpenError::CorruptMeta {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: format!("{} bytes, expected 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn read_site_partition_meta(
+    storage: &dyn Storage,
+    prefix: &[u8],
+) -> Result<BTreeMap<(String, u16), u64>, OpenError> {
+    let mut values = BTreeMap::new();
+    for (key, value) in storage.scan(Space::Meta, prefix, &layout::prefix_end(prefix), usize::MAX)? {
+        let (site, partition) = layout::split_meta_site_partition_key(prefix, &key).ok_or_else(|| {
+            OpenError::CorruptMeta { key: String::from_utf8_lossy(&key).into_owned(), detail: "bad key".into() }
+        })?;
+        values.insert((site.to_string(), partition), decode_u64_meta(&key, &value)?);
+    }
+    Ok(values)
+}
 fn load_or_create_identity(
     storage: &dyn Storage,
     config: &StoreConfig,
@@ -338,55 +653,48 @@ fn load_or_create_identity(
     }
 }
 
-/// A change-log record: `[1] ++ hlc (u64 BE) ++ key length (u32 BE) ++ key ++ encoded entry`. The record
-/// carries the key's whole state after the write, so applying it anywhere is a merge: idempotent and
-/// order-insensitive.
-pub fn encode_log_record(key: &[u8], hlc: Hlc, encoded_entry: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(1 + 8 + 4 + key.len() + encoded_entry.len());
-    bytes.push(1);
-    bytes.extend_from_slice(&hlc.0.to_be_bytes());
-    bytes.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(key);
-    bytes.extend_from_slice(encoded_entry);
-    bytes
-}
-
-/// The parts of a change-log record, or `None` if it is not one this build can read.
-pub fn decode_log_record(bytes: &[u8]) -> Option<(Vec<u8>, Hlc, Entry)> {
-    let (&1, rest) = bytes.split_first()? else { return None };
-    let (hlc, rest) = rest.split_first_chunk::<8>()?;
-    let (key_len, rest) = rest.split_first_chunk::<4>()?;
-    let key_len = u32::from_be_bytes(*key_len) as usize;
-    if rest.len() < key_len {
-        return None;
-    }
-    let (key, entry) = rest.split_at(key_len);
-    Some((key.to_vec(), Hlc(u64::from_be_bytes(*hlc)), decode_entry(entry).ok()?))
-}
-
-/// The writer thread's state. Only this thread changes data, log and sequence numbers.
+/// The writer thread's state. Only this thread changes data, log, sequences and cursors.
 struct Writer {
     storage: Arc<dyn Storage>,
     clock: Arc<HybridClock>,
     identity: Identity,
     durability: Durability,
     group_ops_max: usize,
-    /// The last sequence number written per partition.
-    sequences: Vec<u64>,
-    /// Set when a storage write fails; every later write is refused with this reason.
+    /// The committed progress; a group works on a copy and installs it only once its batch is durable.
+    state: ProgressState,
+    /// Set when a storage write fails; every later change is refused with this reason.
     failed: Option<String>,
     metrics: Metrics,
+    progress: Arc<Progress>,
+}
+
+/// What one group is building: the batch, the states it changed, and the progress it will install.
+struct Group {
+    batch: Batch,
+    entries: HashMap<Vec<u8>, Entry>,
+    state: ProgressState,
+    touched_heads: Vec<bool>,
+    touched_cursors: Vec<(String, u16)>,
+    touched_seen: Vec<(String, u16)>,
+    hlc_high: Option<Hlc>,
+    changes: u64,
+}
+
+enum Reply {
+    Write(oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>>, Vec<Result<WriteOutcome, WriteError>>),
+    Count(oneshot::Sender<Result<usize, String>>, Result<usize, String>),
+    Done(oneshot::Sender<Result<(), String>>, Result<(), String>),
 }
 
 impl Writer {
-    fn run(mut self, mut receiver: mpsc::Receiver<WriteRequest>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         while let Some(first) = receiver.blocking_recv() {
-            let mut ops = first.ops.len();
+            let mut ops = first.op_count();
             let mut group = vec![first];
             while ops < self.group_ops_max {
                 match receiver.try_recv() {
                     Ok(request) => {
-                        ops += request.ops.len();
+                        ops += request.op_count();
                         group.push(request);
                     }
                     Err(_) => break,
@@ -397,107 +705,284 @@ impl Writer {
         tracing::info!("writer stopped");
     }
 
-    fn commit_group(&mut self, group: Vec<WriteRequest>) {
+    fn commit_group(&mut self, requests: Vec<Request>) {
         let started = std::time::Instant::now();
-        let mut replies = Vec::with_capacity(group.len());
         if let Some(reason) = &self.failed {
-            for request in group {
-                let results = request.ops.iter().map(|_| Err(WriteError::Unavailable(reason.clone()))).collect();
-                let _ = request.reply.send(results);
+            for request in requests {
+                refuse(request, reason);
             }
             return;
         }
-
-        let mut sequences = self.sequences.clone();
-        let mut touched = vec![false; sequences.len()];
-        let mut entries: HashMap<Vec<u8>, Entry> = HashMap::new();
-        let mut batch = Batch::new();
-        let mut hlc_high = None;
-        let mut applied_ops = 0_u64;
-        for request in group {
-            let mut results = Vec::with_capacity(request.ops.len());
-            for (key, op) in &request.ops {
-                let result = self.apply_one(key, op, &mut entries, &mut batch, &mut sequences, &mut touched);
-                if let Ok(outcome) = &result {
-                    hlc_high = Some(outcome.hlc);
-                    applied_ops += 1;
+        let mut group = Group {
+            batch: Batch::new(),
+            entries: HashMap::new(),
+            touched_heads: vec![false; self.state.heads.len()],
+            state: self.state.clone(),
+            touched_cursors: Vec::new(),
+            touched_seen: Vec::new(),
+            hlc_high: None,
+            changes: 0,
+        };
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            replies.push(match request {
+                Request::Write { ops, reply } => {
+                    let results = ops
+                        .iter()
+                        .map(|(key, op)| {
+                            let result = self.apply_local(key, op, &mut group);
+                            self.metrics.observe_write(op, &result);
+                            result
+                        })
+                        .collect();
+                    Reply::Write(reply, results)
                 }
-                self.metrics.observe_write(op, &result);
-                results.push(result);
-            }
-            replies.push((request.reply, results));
+                Request::Merge { records, reply } => Reply::Count(reply, self.apply_merge(records, &mut group)),
+                Request::Repair { peer, partition, entries, cursor, reply } => {
+                    Reply::Count(reply, self.apply_repair(&peer, partition, entries, cursor, &mut group))
+                }
+                Request::Trim { partition, start, bytes_removed, reply } => {
+                    Reply::Done(reply, self.apply_trim(partition, start, bytes_removed, &mut group))
+                }
+            });
         }
 
-        if !batch.is_empty() {
-            for (partition, _) in touched.iter().enumerate().filter(|(_, touched)| **touched) {
-                batch.put(
-                    Space::Meta,
-                    layout::meta_sequence_key(partition as u16),
-                    sequences[partition].to_be_bytes().to_vec(),
-                );
-            }
-            if let Some(hlc) = hlc_high {
-                batch.put(Space::Meta, layout::META_HLC_HIGH.to_vec(), hlc.0.to_be_bytes().to_vec());
-            }
+        let mut committed = true;
+        if !group.batch.is_empty() {
+            self.add_bookkeeping(&mut group);
             let write_started = std::time::Instant::now();
-            match self.storage.write(batch, self.durability) {
+            match self.storage.write(std::mem::take(&mut group.batch), self.durability) {
                 Ok(()) => {
-                    self.sequences = sequences;
                     self.metrics.storage_write_seconds.observe(write_started.elapsed().as_secs_f64());
-                    self.metrics.group_ops.observe(applied_ops as f64);
+                    self.metrics.group_ops.observe(group.changes as f64);
                 }
                 Err(error) => {
                     let reason = format!("storage write failed: {error}; restart the node");
-                    tracing::error!(%reason, "the store stops taking writes");
+                    tracing::error!(%reason, "the store stops taking changes");
                     self.metrics.storage_failures.inc();
-                    for (_, results) in replies.iter_mut() {
-                        for result in results.iter_mut().filter(|result| result.is_ok()) {
-                            *result = Err(WriteError::Unknown(reason.clone()));
+                    for reply in replies.iter_mut() {
+                        match reply {
+                            Reply::Write(_, results) => {
+                                for result in results.iter_mut().filter(|result| result.is_ok()) {
+                                    *result = Err(WriteError::Unknown(reason.clone()));
+                                }
+                            }
+                            Reply::Count(_, result) => *result = Err(reason.clone()),
+                            Reply::Done(_, result) => *result = Err(reason.clone()),
                         }
                     }
                     self.failed = Some(reason);
+                    committed = false;
                 }
             }
         }
-        for (reply, results) in replies {
+        if committed {
+            let log_grew = group.touched_heads.iter().any(|touched| *touched);
+            let seen_moved = !group.touched_seen.is_empty() || log_grew;
+            self.state = group.state;
+            *self.progress.state.lock().expect("progress lock poisoned") = self.state.clone();
+            if log_grew {
+                self.progress.log_version.send_modify(|version| *version += 1);
+            }
+            if seen_moved {
+                self.progress.seen_changed.notify_waiters();
+            }
+        }
+        for reply in replies {
             // A caller that stopped waiting no longer needs its answer.
-            let _ = reply.send(results);
+            match reply {
+                Reply::Write(sender, results) => drop(sender.send(results)),
+                Reply::Count(sender, result) => drop(sender.send(result)),
+                Reply::Done(sender, result) => drop(sender.send(result)),
+            }
         }
         self.metrics.group_seconds.observe(started.elapsed().as_secs_f64());
     }
 
-    fn apply_one(
-        &self,
-        key: &[u8],
-        op: &Op,
-        entries: &mut HashMap<Vec<u8>, Entry>,
-        batch: &mut Batch,
-        sequences: &mut [u64],
-        touched: &mut [bool],
-    ) -> Result<WriteOutcome, WriteError> {
+    /// Puts the sequences, cursors, origin progress and HLC high-water mark the group changed into its batch.
+    fn add_bookkeeping(&self, group: &mut Group) {
+        for (partition, _) in group.touched_heads.iter().enumerate().filter(|(_, touched)| **touched) {
+            let head = group.state.heads[partition];
+            let bytes = group.state.log_bytes[partition];
+            group.batch.put(Space::Meta, layout::meta_sequence_key(partition as u16), head.to_be_bytes().to_vec());
+            group.batch.put(Space::Meta, layout::meta_log_bytes_key(partition as u16), bytes.to_be_bytes().to_vec());
+        }
+        for (peer, partition) in &group.touched_cursors {
+            let cursor = group.state.cursors[&(peer.clone(), *partition)];
+            let key = layout::meta_site_partition_key(layout::META_CURSOR_PREFIX, peer, *partition);
+            group.batch.put(Space::Meta, key, cursor.to_be_bytes().to_vec());
+        }
+        for (origin, partition) in &group.touched_seen {
+            let seen = group.state.seen[&(origin.clone(), *partition)];
+            let key = layout::meta_site_partition_key(layout::META_SEEN_PREFIX, origin, *partition);
+            group.batch.put(Space::Meta, key, seen.to_be_bytes().to_vec());
+        }
+        if let Some(hlc) = group.hlc_high {
+            group.batch.put(Space::Meta, layout::META_HLC_HIGH.to_vec(), hlc.0.to_be_bytes().to_vec());
+        }
+    }
+
+    fn load(&self, data_key: &[u8], group: &Group) -> Result<Entry, String> {
+        if let Some(entry) = group.entries.get(data_key) {
+            return Ok(entry.clone());
+        }
+        match self.storage.get(Space::Data, data_key) {
+            Ok(None) => Ok(Entry::default()),
+            Ok(Some(bytes)) => decode_entry(&bytes).map_err(|e| format!("the stored value of this key is unreadable: {e}")),
+            Err(e) => Err(format!("storage read failed: {e}")),
+        }
+    }
+
+    /// Stores a key's new state and appends its change-log record; returns the record's sequence.
+    fn log_change(&self, partition: u16, data_key: Vec<u8>, entry: Entry, mut record: LogRecord, group: &mut Group) -> u64 {
+        let index = usize::from(partition);
+        let sequence = group.state.heads[index] + 1;
+        group.state.heads[index] = sequence;
+        group.touched_heads[index] = true;
+        let encoded = encode_entry(&entry);
+        record.entry = encoded.clone();
+        if record.origin == self.identity.site {
+            record.origin_sequence = sequence;
+        }
+        let encoded_record = record.encode();
+        group.state.log_bytes[index] += encoded_record.len() as u64;
+        group.batch.put(Space::Log, layout::log_key(partition, sequence), encoded_record);
+        group.batch.put(Space::Data, data_key.clone(), encoded);
+        group.entries.insert(data_key, entry);
+        group.changes += 1;
+        sequence
+    }
+
+    fn apply_local(&self, key: &[u8], op: &Op, group: &mut Group) -> Result<WriteOutcome, WriteError> {
         let partition = partition_of(key, self.identity.partitions).0;
         let data_key = layout::data_key(partition, key);
-        let mut entry = match entries.get(&data_key) {
-            Some(entry) => entry.clone(),
-            None => match self.storage.get(Space::Data, &data_key) {
-                Ok(None) => Entry::default(),
-                Ok(Some(bytes)) => decode_entry(&bytes)
-                    .map_err(|e| WriteError::Unavailable(format!("the stored value of this key is unreadable: {e}")))?,
-                Err(e) => return Err(WriteError::Unavailable(format!("storage read failed: {e}"))),
-            },
-        };
+        let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
         let hlc = self.clock.next();
         let marker = Marker::new(0, hlc, self.identity.replica);
         let applied = entry.apply(op, marker)?;
-
-        let sequence = sequences[usize::from(partition)] + 1;
-        sequences[usize::from(partition)] = sequence;
-        touched[usize::from(partition)] = true;
-        let encoded = encode_entry(&entry);
-        batch.put(Space::Log, layout::log_key(partition, sequence), encode_log_record(key, hlc, &encoded));
-        batch.put(Space::Data, data_key.clone(), encoded);
-        entries.insert(data_key, entry);
+        let record = LogRecord {
+            key: key.to_vec(),
+            hlc,
+            origin: self.identity.site.clone(),
+            origin_sequence: 0,
+            entry: Vec::new(),
+        };
+        let sequence = self.log_change(partition, data_key, entry, record, group);
+        group.hlc_high = Some(hlc);
         Ok(WriteOutcome { hlc, token: CausalToken { site: self.identity.site.clone(), partition, sequence }, applied })
+    }
+
+    fn set_cursor(&self, peer: &str, partition: u16, cursor: u64, group: &mut Group) {
+        let slot = group.state.cursors.entry((peer.to_string(), partition)).or_insert(0);
+        if cursor > *slot {
+            *slot = cursor;
+            group.touched_cursors.push((peer.to_string(), partition));
+        }
+    }
+
+    fn apply_merge(&self, peer_records: PeerRecords, group: &mut Group) -> Result<usize, String> {
+        let PeerRecords { peer, partition, records, through } = peer_records;
+        if partition >= self.identity.partitions {
+            return Err(format!("partition {partition} does not exist"));
+        }
+        let mut changed = 0;
+        let now_ms = self.clock.wall().now_unix_ms();
+        for (_, record) in records {
+            if partition_of(&record.key, self.identity.partitions).0 != partition {
+                return Err(format!("a record for partition {partition} holds a key of another partition"));
+            }
+            let remote = decode_entry(&record.entry).map_err(|e| format!("unreadable entry from {peer}: {e}"))?;
+            let data_key = layout::data_key(partition, &record.key);
+            let local = self.load(&data_key, group)?;
+            let mut merged = local.clone();
+            merged.merge(remote);
+            self.metrics.replication_lag_seconds.observe((now_ms - record.hlc.unix_ms()).max(0) as f64 / 1000.0);
+            let origin = (record.origin.clone(), partition);
+            let origin_sequence = record.origin_sequence;
+            if merged != local {
+                self.log_change(partition, data_key, merged, record, group);
+                changed += 1;
+            }
+            if origin.0 != self.identity.site && origin_sequence > 0 {
+                let seen = group.state.seen.entry(origin.clone()).or_insert(0);
+                if origin_sequence > *seen {
+                    *seen = origin_sequence;
+                    group.touched_seen.push(origin);
+                }
+            }
+        }
+        self.set_cursor(&peer, partition, through, group);
+        self.metrics.replicated_records.with_label_values(&[peer.as_str()]).inc_by(changed as u64);
+        Ok(changed)
+    }
+
+    fn apply_repair(
+        &self,
+        peer: &str,
+        partition: u16,
+        entries: Vec<(Vec<u8>, Entry)>,
+        cursor: Option<u64>,
+        group: &mut Group,
+    ) -> Result<usize, String> {
+        if partition >= self.identity.partitions {
+            return Err(format!("partition {partition} does not exist"));
+        }
+        let mut changed = 0;
+        for (key, remote) in entries {
+            if partition_of(&key, self.identity.partitions).0 != partition {
+                return Err(format!("a repair for partition {partition} holds a key of another partition"));
+            }
+            let data_key = layout::data_key(partition, &key);
+            let local = self.load(&data_key, group)?;
+            let mut merged = local.clone();
+            merged.merge(remote);
+            if merged != local {
+                // A repair has no single origin; it is logged under the peer it came from, without a
+                // sequence, so it is relayed onwards but satisfies no causal token.
+                let record = LogRecord { key, hlc: self.clock.next(), origin: peer.to_string(), origin_sequence: 0, entry: Vec::new() };
+                self.log_change(partition, data_key, merged, record, group);
+                changed += 1;
+            }
+        }
+        if let Some(cursor) = cursor {
+            self.set_cursor(peer, partition, cursor, group);
+        }
+        self.metrics.anti_entropy_repairs.inc_by(changed as u64);
+        Ok(changed)
+    }
+
+    fn apply_trim(&self, partition: u16, start: u64, bytes_removed: u64, group: &mut Group) -> Result<(), String> {
+        let index = usize::from(partition);
+        let Some(&old_start) = group.state.log_starts.get(index) else {
+            return Err(format!("partition {partition} does not exist"));
+        };
+        // Never trim past the head: the next record must still be readable as "after the start".
+        let start = start.min(group.state.heads[index] + 1);
+        if start <= old_start {
+            return Ok(());
+        }
+        for sequence in old_start..start {
+            group.batch.delete(Space::Log, layout::log_key(partition, sequence));
+        }
+        group.batch.put(Space::Meta, layout::meta_log_start_key(partition), start.to_be_bytes().to_vec());
+        group.state.log_starts[index] = start;
+        group.state.log_bytes[index] = group.state.log_bytes[index].saturating_sub(bytes_removed);
+        group.touched_heads[index] = true;
+        Ok(())
+    }
+}
+
+fn refuse(request: Request, reason: &str) {
+    match request {
+        Request::Write { ops, reply } => {
+            let _ = reply.send(ops.iter().map(|_| Err(WriteError::Unavailable(reason.to_string()))).collect());
+        }
+        Request::Merge { reply, .. } | Request::Repair { reply, .. } => {
+            let _ = reply.send(Err(reason.to_string()));
+        }
+        Request::Trim { reply, .. } => {
+            let _ = reply.send(Err(reason.to_string()));
+        }
     }
 }
 

@@ -4,7 +4,11 @@
 //!   contiguous, so a partition can be scanned, digested or moved on its own.
 //! - `Log`: `partition (u16 BE) ++ sequence (u64 BE)` -> change record. Big-endian numbers sort in
 //!   numeric order, so a partition's log reads in sequence order.
-//! - `Meta`: short ASCII names (below), plus `seq/ ++ partition (u16 BE)` -> the partition's last sequence.
+//! - `Meta`: short ASCII names (below), plus per partition `seq/ ++ partition (u16 BE)` -> the last
+//!   sequence, `logstart/ ++ partition` -> the first sequence still in the log, and per peer site and
+//!   partition `cursor/ ++ site ++ / ++ partition` -> the last sequence of that peer's log merged here, and
+//!   per origin site and partition `seen/ ++ site ++ / ++ partition` -> the highest origin sequence whose
+//!   change is reflected here.
 
 pub const META_REPLICA_ID: &[u8] = b"replica_id";
 pub const META_SITE: &[u8] = b"site";
@@ -38,6 +42,50 @@ pub fn meta_sequence_key(partition: u16) -> Vec<u8> {
     bytes
 }
 
+pub fn meta_log_start_key(partition: u16) -> Vec<u8> {
+    let mut bytes = b"logstart/".to_vec();
+    bytes.extend_from_slice(&partition.to_be_bytes());
+    bytes
+}
+
+pub fn meta_log_bytes_key(partition: u16) -> Vec<u8> {
+    let mut bytes = b"logbytes/".to_vec();
+    bytes.extend_from_slice(&partition.to_be_bytes());
+    bytes
+}
+
+pub const META_CURSOR_PREFIX: &[u8] = b"cursor/";
+pub const META_SEEN_PREFIX: &[u8] = b"seen/";
+
+/// `prefix ++ site ++ / ++ partition (u16 BE)`.
+pub fn meta_site_partition_key(prefix: &[u8], site: &str, partition: u16) -> Vec<u8> {
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(site.as_bytes());
+    bytes.push(b'/');
+    bytes.extend_from_slice(&partition.to_be_bytes());
+    bytes
+}
+
+/// The site and partition of a key made by [`meta_site_partition_key`] with `prefix`.
+pub fn split_meta_site_partition_key<'a>(prefix: &[u8], bytes: &'a [u8]) -> Option<(&'a str, u16)> {
+    let rest = bytes.strip_prefix(prefix)?;
+    let (site, partition) = rest.split_last_chunk::<2>()?;
+    let site = site.strip_suffix(b"/")?;
+    Some((std::str::from_utf8(site).ok()?, u16::from_be_bytes(*partition)))
+}
+
+/// The end of the range of keys that start with `prefix` (for scans).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +94,14 @@ mod tests {
     fn log_keys_sort_by_partition_then_sequence() {
         assert!(log_key(1, 255) < log_key(1, 256));
         assert!(log_key(1, u64::MAX) < log_key(2, 0));
+    }
+
+    #[test]
+    fn site_partition_keys_round_trip() {
+        let key = meta_site_partition_key(META_CURSOR_PREFIX, "us-east", 300);
+        assert_eq!(split_meta_site_partition_key(META_CURSOR_PREFIX, &key), Some(("us-east", 300)));
+        assert!(key.as_slice() < prefix_end(META_CURSOR_PREFIX).as_slice());
+        assert_eq!(prefix_end(b"ab"), b"ac");
     }
 
     #[test]

@@ -1,0 +1,94 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use geostore_node::NodeSettings;
+use geostore_node::config::PeerConfig;
+
+/// The sites of the development cluster.
+const SITES: [&str; 3] = ["dc0", "dc1", "dc2"];
+/// HTTP side ports are the gRPC port plus this.
+const HTTP_PORT_OFFSET: u16 = 100;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where the three nodes keep their data (one folder per site); reused on the next run.
+    #[arg(long, default_value = "./geostore-dev")]
+    dir: PathBuf,
+    /// Site i serves gRPC on 127.0.0.1:(P+i) and HTTP on 127.0.0.1:(P+100+i).
+    #[arg(long, default_value_t = 7000)]
+    port_base: u16,
+}
+
+/// `geostore dev`: a three-site cluster in this process, one node per site, replicating with each other.
+pub async fn run(args: DevArgs) -> ExitCode {
+    match run_dev(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(crate::EXIT_FAILED)
+        }
+    }
+}
+
+async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    let endpoint = |i: u16| format!("http://127.0.0.1:{}", args.port_base + i);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut nodes = tokio::task::JoinSet::new();
+    for (i, site) in SITES.iter().enumerate() {
+        let i = i as u16;
+        let listen = format!("127.0.0.1:{}", args.port_base + i);
+        let http_listen = format!("127.0.0.1:{}", args.port_base + HTTP_PORT_OFFSET + i);
+        let peers = SITES
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j as u16 != i)
+            .map(|(j, peer_site)| PeerConfig { site: peer_site.to_string(), endpoint: endpoint(j as u16) })
+            .collect();
+        let settings = NodeSettings {
+            data_dir: Some(args.dir.join(site)),
+            listen: Some(listen.clone()),
+            http_listen: Some(http_listen.clone()),
+            site: Some(site.to_string()),
+            peers: Some(peers),
+            ..NodeSettings::default()
+        };
+        let config = settings.resolve().map_err(anyhow::Error::msg)?;
+        let listener =
+            tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let http = tokio::net::TcpListener::bind(&http_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {http_listen}: {e}"))?;
+        println!("site {site}: grpc {} http http://{http_listen} data {}", endpoint(i), config.data_dir.display());
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        nodes.spawn(geostore_node::run(config, listener, Some(http), shutdown));
+    }
+    println!(
+        "geostore dev: three sites running; try `geostore kv put k v --endpoint {}` then `geostore kv get k --endpoint {}`; Ctrl-C stops",
+        endpoint(0),
+        endpoint(2)
+    );
+    // Nodes only stop on their own after an error: then the whole cluster stops.
+    let mut failure = None;
+    tokio::select! {
+        _ = crate::node::shutdown_signal() => {}
+        Some(result) = nodes.join_next() => failure = Some(node_result(result)),
+    }
+    let _ = stop.send(true);
+    while let Some(result) = nodes.join_next().await {
+        if let Err(error) = node_result(result) {
+            failure.get_or_insert(Err(error));
+        }
+    }
+    match failure {
+        Some(Err(error)) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+fn node_result(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.unwrap_or_else(|e| Err(anyhow::anyhow!("a node task failed: {e}")))
+}

@@ -1,0 +1,81 @@
+use std::process::ExitCode;
+
+use clap::Args;
+use geostore_client::Client;
+use serde_json::json;
+
+use crate::kv::ClientArgs;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `geostore status`: the cluster as the node at the endpoint sees it.
+pub async fn run(args: StatusArgs) -> ExitCode {
+    let json = args.client.json;
+    let status = match Client::connect(&args.client.endpoints).await {
+        Ok(client) => client.status().await,
+        Err(error) => Err(error),
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => return crate::kv::report_error(&error, json),
+    };
+    if json {
+        let peers: Vec<_> = status
+            .peers
+            .iter()
+            .map(|peer| {
+                json!({
+                    "site": peer.site,
+                    "endpoint": peer.endpoint,
+                    "connected": peer.connected,
+                    "lag_ops": peer.lag_ops,
+                    "lag_seconds": peer.lag_seconds,
+                    "records_applied": peer.records_applied,
+                    "last_error": peer.last_error,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "site": status.site,
+                "replica_id": status.replica_id,
+                "sites": status.sites,
+                "nodes": [{"site": status.site, "endpoint": args.client.endpoints.first()}],
+                "partitions": status.partitions,
+                "log_head_total": status.log_head_total,
+                "anti_entropy_repairs": status.anti_entropy_repairs,
+                "clock_drift_refusals": status.clock_drift_refusals,
+                "peers": peers,
+            })
+        );
+    } else {
+        println!(
+            "site {} (replica {:016x}), {} partitions, {} changes logged; sites: {}",
+            status.site,
+            status.replica_id,
+            status.partitions,
+            status.log_head_total,
+            status.sites.join(", ")
+        );
+        println!("anti-entropy repairs {}, clock drift refusals {}", status.anti_entropy_repairs, status.clock_drift_refusals);
+        println!("{:<12} {:<28} {:<10} {:>10} {:>10} {:>12}  last error", "peer", "endpoint", "stream", "lag ops", "lag s", "applied");
+        for peer in &status.peers {
+            println!(
+                "{:<12} {:<28} {:<10} {:>10} {:>10.3} {:>12}  {}",
+                peer.site,
+                peer.endpoint,
+                if peer.connected { "up" } else { "down" },
+                peer.lag_ops,
+                peer.lag_seconds,
+                peer.records_applied,
+                peer.last_error
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

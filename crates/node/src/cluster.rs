@@ -1,0 +1,64 @@
+//! The Cluster service: what the cluster looks like from this node (sites, partitions, replication lag).
+
+use std::sync::Arc;
+
+use geostore_proto::v1 as pb;
+use geostore_proto::v1::cluster_server::Cluster;
+use tonic::{Request, Response, Status};
+
+use crate::replication::PeerStates;
+use crate::store::Store;
+
+pub struct ClusterService {
+    store: Arc<Store>,
+    peers: PeerStates,
+}
+
+impl ClusterService {
+    pub fn new(store: Arc<Store>, peers: PeerStates) -> Self {
+        Self { store, peers }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let identity = self.store.identity();
+        let progress = self.store.progress();
+        let now_ms = self.store.clock().wall().now_unix_ms();
+        let metrics = self.store.metrics();
+        let peers: Vec<pb::PeerStatus> = self
+            .peers
+            .lock()
+            .expect("peer states lock poisoned")
+            .values()
+            .map(|peer| {
+                let cursors: Vec<u64> = (0..identity.partitions)
+                    .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
+                    .collect();
+                let (lag_ops, lag_seconds) = peer.lag(&cursors, now_ms);
+                pb::PeerStatus {
+                    site: peer.site.clone(),
+                    endpoint: peer.endpoint.clone(),
+                    connected: peer.connected,
+                    lag_ops,
+                    lag_seconds,
+                    records_applied: metrics.replicated_records.with_label_values(&[peer.site.as_str()]).get(),
+                    last_error: peer.last_error.clone(),
+                }
+            })
+            .collect();
+        let mut sites: Vec<String> = std::iter::once(identity.site.clone()).chain(peers.iter().map(|p| p.site.clone())).collect();
+        sites.sort();
+        Ok(Response::new(pb::StatusResponse {
+            site: identity.site.clone(),
+            replica_id: identity.replica.0,
+            partitions: u32::from(identity.partitions),
+            log_head_total: progress.heads.iter().sum(),
+            peers,
+            anti_entropy_repairs: metrics.anti_entropy_repairs.get(),
+            clock_drift_refusals: metrics.clock_drift_refusals.get(),
+            sites,
+        }))
+    }
+}

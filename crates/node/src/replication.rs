@@ -1,0 +1,492 @@
+//! Replication between sites: the serving side of the pull stream and anti-entropy, and the puller that
+//! each node runs against the node of every other site.
+//!
+//! A node pulls from each peer one long-lived stream that carries every partition, each with its own
+//! cursor. Each batch is merged and the cursor advanced in one write batch (see `Store::merge`), then the
+//! next message is read: the stream's HTTP/2 flow control is the back-pressure, and the sender keeps at most
+//! `PULL_QUEUE_BATCHES_MAX` batches of at most `PULL_BATCH_BYTES_MAX` bytes queued per stream.
+//!
+//! Relaying: a merged record that changed this replica is logged here again (with its origin), so a peer
+//! that cannot reach the origin still gets the change through this node. Records whose origin is the
+//! puller's own site are not sent back to it.
+//!
+//! Anti-entropy: when a peer's log no longer holds what follows our cursor (it was trimmed), and also
+//! periodically, the two sides compare a partition's digest (256 buckets, each the XOR of its keys'
+//! hashed states), then the per-key digests of the differing buckets, and the puller fetches and merges
+//! only the keys that differ. Each side repairs itself; the peer does the same in its own puller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use geostore_model::{ClockError, decode_entry, encode_entry};
+use geostore_proto::v1 as pb;
+use geostore_proto::v1::replication_client::ReplicationClient;
+use geostore_proto::v1::replication_server::Replication;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::config::PeerConfig;
+use crate::log::LogRecord;
+use crate::store::{DIGEST_BUCKETS, PeerRecords, Store};
+
+/// Batches queued for one pull stream before the sender waits for the receiver.
+const PULL_QUEUE_BATCHES_MAX: usize = 8;
+/// Records and bytes per batch.
+const PULL_BATCH_RECORDS_MAX: usize = 1024;
+const PULL_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// A stream with nothing to send sends a heartbeat this often...
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and a puller that hears nothing for this long reconnects.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before reconnecting, doubling from the first to the last after repeated failures.
+const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Largest message a replication client accepts.
+const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Buckets per BucketKeys call and keys per FetchEntries call during anti-entropy.
+const ANTI_ENTROPY_BUCKETS_PER_CALL: usize = 16;
+const ANTI_ENTROPY_KEYS_PER_CALL: usize = 512;
+/// Deadline of one anti-entropy call.
+const ANTI_ENTROPY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The serving side: any node's log and digests, for the pullers of other sites.
+pub struct ReplicationService {
+    store: Arc<Store>,
+}
+
+impl ReplicationService {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    fn partition(&self, partition: u32) -> Result<u16, Status> {
+        u16::try_from(partition).ok().filter(|p| *p < self.store.identity().partitions).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "partition {partition} does not exist (there are {})",
+                self.store.identity().partitions
+            ))
+        })
+    }
+}
+
+type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type PullStream = PullStream;
+
+    async fn pull(&self, request: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
+        let request = request.into_inner();
+        let partitions = usize::from(self.store.identity().partitions);
+        if request.cursors.len() != partitions {
+            return Err(Status::invalid_argument(format!(
+                "Pull: {} cursors, but this cluster has {partitions} partitions",
+                request.cursors.len()
+            )));
+        }
+        if request.site == self.store.identity().site {
+            return Err(Status::invalid_argument("Pull: a node does not pull from its own site"));
+        }
+        let (sender, receiver) = mpsc::channel(PULL_QUEUE_BATCHES_MAX);
+        tokio::spawn(serve_pull(self.store.clone(), request.site, request.cursors, sender));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn digest(&self, request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
+        let partition = self.partition(request.into_inner().partition)?;
+        // The head is taken before the digest, so the digest reflects at least everything up to it.
+        let head = self.store.progress().heads[usize::from(partition)];
+        let store = self.store.clone();
+        let buckets = tokio::task::spawn_blocking(move || store.partition_digest(partition))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        Ok(Response::new(pb::DigestResponse { head, buckets }))
+    }
+
+    async fn bucket_keys(
+        &self,
+        request: Request<pb::BucketKeysRequest>,
+    ) -> Result<Response<pb::BucketKeysResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.partition(request.partition)?;
+        let buckets: Vec<usize> = request.buckets.iter().map(|b| *b as usize).collect();
+        let store = self.store.clone();
+        let keys = tokio::task::spawn_blocking(move || store.bucket_digests(partition, &buckets))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        Ok(Response::new(pb::BucketKeysResponse {
+            keys: keys.into_iter().map(|(key, digest)| pb::KeyDigest { key, digest }).collect(),
+        }))
+    }
+
+    async fn fetch_entries(
+        &self,
+        request: Request<pb::FetchEntriesRequest>,
+    ) -> Result<Response<pb::FetchEntriesResponse>, Status> {
+        let request = request.into_inner();
+        self.partition(request.partition)?;
+        let mut entries = Vec::with_capacity(request.keys.len());
+        for key in request.keys {
+            if let Some(entry) = self.store.entry(&key).map_err(|e| Status::internal(e.to_string()))? {
+                entries.push(pb::StoredEntry { key, entry: encode_entry(&entry) });
+            }
+        }
+        Ok(Response::new(pb::FetchEntriesResponse { entries }))
+    }
+}
+
+/// Sends `peer` every partition's log after its cursors, then new records as they are written.
+async fn serve_pull(
+    store: Arc<Store>,
+    peer: String,
+    mut cursors: Vec<u64>,
+    sender: mpsc::Sender<Result<pb::PullMessage, Status>>,
+) {
+    let mut log = store.subscribe_log();
+    let mut truncated = vec![false; cursors.len()];
+    let send = |message: pb::pull_message::Message| {
+        let sender = sender.clone();
+        async move { sender.send(Ok(pb::PullMessage { message: Some(message) })).await.is_ok() }
+    };
+    loop {
+        log.borrow_and_update();
+        let progress = store.progress();
+        let mut sent_any = false;
+        for partition in 0..cursors.len() {
+            let head = progress.heads[partition];
+            if truncated[partition] || cursors[partition] >= head {
+                continue;
+            }
+            sent_any = true;
+            if cursors[partition] + 1 < progress.log_starts[partition] {
+                truncated[partition] = true;
+                if !send(pb::pull_message::Message::TruncatedPartition(partition as u32)).await {
+                    return;
+                }
+                continue;
+            }
+            let records =
+                match store.read_log(partition as u16, cursors[partition], PULL_BATCH_RECORDS_MAX, PULL_BATCH_BYTES_MAX) {
+                    Ok(records) => records,
+                    Err(error) => {
+                        let _ = sender.send(Err(Status::internal(error))).await;
+                        return;
+                    }
+                };
+            let Some(through) = records.last().map(|(sequence, _)| *sequence) else {
+                // Trimmed between reading the progress and the log: the next round reports it.
+                continue;
+            };
+            let entries = records
+                .into_iter()
+                .filter(|(_, record)| record.origin != peer)
+                .map(|(sequence, record)| pb::LogEntry { sequence, record: record.encode() })
+                .collect();
+            let batch = pb::PullBatch { partition: partition as u32, entries, through, head };
+            if !send(pb::pull_message::Message::Batch(batch)).await {
+                return;
+            }
+            cursors[partition] = through;
+        }
+        if sent_any {
+            continue;
+        }
+        tokio::select! {
+            changed = log.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
+                let heads = store.progress().heads;
+                if !send(pb::pull_message::Message::Heartbeat(pb::Heartbeat { heads })).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What this node knows about its pull stream from one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    pub site: String,
+    pub endpoint: String,
+    pub connected: bool,
+    /// The peer's log head per partition, as last heard.
+    pub heads: Vec<u64>,
+    /// The origin time (ms since the Unix epoch) of the last record merged from the peer, per partition.
+    pub last_applied_unix_ms: Vec<i64>,
+    pub last_error: String,
+}
+
+/// The states of every peer, shared with the status service.
+pub type PeerStates = Arc<Mutex<BTreeMap<String, PeerState>>>;
+
+impl PeerState {
+    /// Changes in the peer's log not merged here, and the age in seconds of the oldest of them.
+    pub fn lag(&self, cursors: &[u64], now_unix_ms: i64) -> (u64, f64) {
+        let mut ops = 0;
+        let mut seconds: f64 = 0.0;
+        for (partition, head) in self.heads.iter().enumerate() {
+            let behind = head.saturating_sub(cursors.get(partition).copied().unwrap_or(0));
+            ops += behind;
+            if behind > 0 {
+                // The oldest unmerged change is no older than the last merged one: a bound from below
+                // that is exact while the stream keeps up, as the MySQL "seconds behind" is.
+                let last = self.last_applied_unix_ms.get(partition).copied().unwrap_or(0);
+                if last > 0 {
+                    seconds = seconds.max((now_unix_ms - last).max(0) as f64 / 1000.0);
+                }
+            }
+        }
+        (ops, seconds)
+    }
+}
+
+/// Starts a puller and a periodic anti-entropy task for every peer. They stop when `shutdown` turns true.
+pub fn start(
+    store: Arc<Store>,
+    peers: Vec<PeerConfig>,
+    anti_entropy_interval: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> (PeerStates, Vec<tokio::task::JoinHandle<()>>) {
+    let partitions = usize::from(store.identity().partitions);
+    let states: PeerStates = Arc::new(Mutex::new(
+        peers
+            .iter()
+            .map(|peer| {
+                let state = PeerState {
+                    site: peer.site.clone(),
+                    endpoint: peer.endpoint.clone(),
+                    heads: vec![0; partitions],
+                    last_applied_unix_ms: vec![0; partitions],
+                    ..PeerState::default()
+                };
+                (peer.site.clone(), state)
+            })
+            .collect(),
+    ));
+    let mut tasks = Vec::new();
+    for peer in peers {
+        tasks.push(tokio::spawn(run_puller(store.clone(), peer.clone(), states.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(run_anti_entropy(store.clone(), peer, anti_entropy_interval, shutdown.clone())));
+    }
+    (states, tasks)
+}
+
+async fn connect(endpoint: &str) -> Result<ReplicationClient<Channel>, String> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    Ok(ReplicationClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// Sleeps for `duration` unless shutdown comes first; returns whether to go on.
+async fn pause(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.wait_for(|stop| *stop) => true,
+    };
+    !stopped && !*shutdown.borrow()
+}
+
+async fn run_puller(store: Arc<Store>, peer: PeerConfig, states: PeerStates, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = RECONNECT_BACKOFF_FIRST;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let result = tokio::select! {
+            result = pull_from(&store, &peer, &states) => result,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        {
+            let mut states = states.lock().expect("peer states lock poisoned");
+            let state = states.get_mut(&peer.site).expect("every peer has a state");
+            state.connected = false;
+            match &result {
+                Ok(()) => backoff = RECONNECT_BACKOFF_FIRST,
+                Err(error) => {
+                    tracing::debug!(peer = %peer.site, %error, "pull stream ended");
+                    state.last_error = error.clone();
+                }
+            }
+        }
+        if result.is_ok() {
+            continue;
+        }
+        if !pause(backoff, &mut shutdown).await {
+            return;
+        }
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Runs one pull stream until it fails; `Ok` means "reconnect at once" (after a catch-up by anti-entropy).
+async fn pull_from(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates) -> Result<(), String> {
+    let mut client = connect(&peer.endpoint).await?;
+    let progress = store.progress();
+    let cursors = (0..store.identity().partitions)
+        .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
+        .collect();
+    let request = pb::PullRequest { site: store.identity().site.clone(), cursors };
+    let mut stream = client.pull(request).await.map_err(|e| format!("pull from {}: {}", peer.site, e.message()))?.into_inner();
+    set_state(states, &peer.site, |state| {
+        state.connected = true;
+        state.last_error.clear();
+    });
+    loop {
+        let message = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, stream.message()).await {
+            Err(_) => return Err(format!("nothing from {} for {STREAM_IDLE_TIMEOUT:?}", peer.site)),
+            Ok(Err(status)) => return Err(format!("stream from {}: {}", peer.site, status.message())),
+            Ok(Ok(None)) => return Err(format!("{} ended the stream", peer.site)),
+            Ok(Ok(Some(message))) => message.message,
+        };
+        match message {
+            Some(pb::pull_message::Message::Batch(batch)) => merge_batch(store, peer, states, batch).await?,
+            Some(pb::pull_message::Message::Heartbeat(heartbeat)) => {
+                set_state(states, &peer.site, |state| {
+                    if heartbeat.heads.len() == state.heads.len() {
+                        state.heads = heartbeat.heads;
+                    }
+                })
+            }
+            Some(pb::pull_message::Message::TruncatedPartition(partition)) => {
+                let partition = u16::try_from(partition).map_err(|_| "bad partition in truncation notice")?;
+                tracing::info!(peer = %peer.site, partition, "peer's log is trimmed past our cursor: anti-entropy");
+                anti_entropy(store, &mut client, &peer.site, partition, true).await?;
+                return Ok(());
+            }
+            None => return Err(format!("empty message from {}", peer.site)),
+        }
+    }
+}
+
+fn set_state(states: &PeerStates, site: &str, change: impl FnOnce(&mut PeerState)) {
+    if let Some(state) = states.lock().expect("peer states lock poisoned").get_mut(site) {
+        change(state);
+    }
+}
+
+async fn merge_batch(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates, batch: pb::PullBatch) -> Result<(), String> {
+    let partition = u16::try_from(batch.partition).map_err(|_| "bad partition in batch")?;
+    let mut records = Vec::with_capacity(batch.entries.len());
+    for entry in batch.entries {
+        let record = LogRecord::decode(&entry.record)
+            .ok_or_else(|| format!("unreadable record {} of partition {partition} from {}", entry.sequence, peer.site))?;
+        // Never adopt a timestamp too far ahead: refuse the batch and retry later, when our clock has
+        // caught up or theirs has been fixed. The cursor stays, so nothing is lost.
+        if let Err(error) = store.clock().observe(record.hlc) {
+            if let ClockError::DriftTooLarge { .. } = error {
+                store.metrics().clock_drift_refusals.inc();
+            }
+            return Err(format!("refused a record from {}: {error}", peer.site));
+        }
+        records.push((entry.sequence, record));
+    }
+    let last_applied = records.last().map(|(_, record)| record.hlc.unix_ms());
+    store.merge(PeerRecords { peer: peer.site.clone(), partition, records, through: batch.through }).await?;
+    set_state(states, &peer.site, |state| {
+        let index = usize::from(partition);
+        if let Some(head) = state.heads.get_mut(index) {
+            *head = (*head).max(batch.head);
+        }
+        if let (Some(slot), Some(at)) = (state.last_applied_unix_ms.get_mut(index), last_applied) {
+            *slot = at;
+        }
+    });
+    Ok(())
+}
+
+/// Compares one partition with `peer` and merges the keys that differ. With `move_cursor`, the peer's
+/// cursor then moves to the peer's log head taken before its digest. Returns the keys repaired.
+pub async fn anti_entropy(
+    store: &Arc<Store>,
+    client: &mut ReplicationClient<Channel>,
+    peer: &str,
+    partition: u16,
+    move_cursor: bool,
+) -> Result<usize, String> {
+    let call = |what: &str, status: Status| format!("anti-entropy {what} with {peer}: {}", status.message());
+    let mut request = Request::new(pb::DigestRequest { partition: u32::from(partition) });
+    request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
+    let remote = client.digest(request).await.map_err(|s| call("digest", s))?.into_inner();
+    let local_store = store.clone();
+    let local = tokio::task::spawn_blocking(move || local_store.partition_digest(partition))
+        .await
+        .map_err(|e| e.to_string())??;
+    if remote.buckets.len() != DIGEST_BUCKETS {
+        return Err(format!("{peer} sent {} digest buckets, expected {DIGEST_BUCKETS}", remote.buckets.len()));
+    }
+    let differing: Vec<u32> =
+        (0..DIGEST_BUCKETS).filter(|&bucket| remote.buckets[bucket] != local[bucket]).map(|b| b as u32).collect();
+    let mut repaired = 0;
+    for buckets in differing.chunks(ANTI_ENTROPY_BUCKETS_PER_CALL) {
+        let mut request = Request::new(pb::BucketKeysRequest { partition: u32::from(partition), buckets: buckets.to_vec() });
+        request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
+        let remote_keys = client.bucket_keys(request).await.map_err(|s| call("bucket keys", s))?.into_inner().keys;
+        let local_store = store.clone();
+        let bucket_list: Vec<usize> = buckets.iter().map(|b| *b as usize).collect();
+        let local_keys: HashMap<Vec<u8>, u64> =
+            tokio::task::spawn_blocking(move || local_store.bucket_digests(partition, &bucket_list))
+                .await
+                .map_err(|e| e.to_string())??
+                .into_iter()
+                .collect();
+        let wanted: Vec<Vec<u8>> = remote_keys
+            .into_iter()
+            .filter(|remote| local_keys.get(&remote.key) != Some(&remote.digest))
+            .map(|remote| remote.key)
+            .collect();
+        for keys in wanted.chunks(ANTI_ENTROPY_KEYS_PER_CALL) {
+            let mut request = Request::new(pb::FetchEntriesRequest { partition: u32::from(partition), keys: keys.to_vec() });
+            request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
+            let fetched = client.fetch_entries(request).await.map_err(|s| call("fetch", s))?.into_inner().entries;
+            let mut entries = Vec::with_capacity(fetched.len());
+            for stored in fetched {
+                let entry = decode_entry(&stored.entry).map_err(|e| format!("unreadable entry from {peer}: {e}"))?;
+                entries.push((stored.key, entry));
+            }
+            repaired += store.repair(peer, partition, entries, None).await?;
+        }
+    }
+    if move_cursor {
+        store.repair(peer, partition, Vec::new(), Some(remote.head)).await?;
+    }
+    Ok(repaired)
+}
+
+/// Every `interval`, compares every partition with `peer` and repairs what differs (counted in
+/// `geostore_anti_entropy_repairs_total`).
+async fn run_anti_entropy(store: Arc<Store>, peer: PeerConfig, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if !pause(interval, &mut shutdown).await {
+            return;
+        }
+        let round = async {
+            let mut client = connect(&peer.endpoint).await?;
+            let mut repaired = 0;
+            for partition in 0..store.identity().partitions {
+                repaired += anti_entropy(&store, &mut client, &peer.site, partition, false).await?;
+            }
+            Ok::<usize, String>(repaired)
+        };
+        let result = tokio::select! {
+            result = round => result,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match result {
+            Ok(0) => {}
+            Ok(repaired) => tracing::info!(peer = %peer.site, repaired, "anti-entropy repaired keys"),
+            Err(error) => tracing::debug!(peer = %peer.site, %error, "anti-entropy round failed"),
+        }
+    }
+}
