@@ -35,22 +35,33 @@ pub struct NodeProcess {
     pub endpoint: String,
     pub http: Option<String>,
     pub data_dir: PathBuf,
+    listen: String,
     extra_args: Vec<String>,
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for nodes that must keep their port across restarts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl NodeProcess {
     /// Starts a node on 127.0.0.1 port 0 with its data in `data_dir`, plus `extra_args`.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> NodeProcess {
-        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::spawn(data_dir.to_path_buf(), extra_args)
+        Self::start_at(data_dir, "127.0.0.1:0", extra_args)
     }
 
-    fn spawn(data_dir: PathBuf, extra_args: Vec<String>) -> NodeProcess {
+    /// Starts a node listening on `listen` (which it keeps across [`NodeProcess::restart`]).
+    pub fn start_at(data_dir: &Path, listen: &str, extra_args: &[&str]) -> NodeProcess {
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::spawn(data_dir.to_path_buf(), listen.to_string(), extra_args)
+    }
+
+    fn spawn(data_dir: PathBuf, listen: String, extra_args: Vec<String>) -> NodeProcess {
         let mut child = Command::new(geostore_bin())
             .arg("node")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &listen])
             .args(&extra_args)
             .env("GEOSTORE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -84,7 +95,13 @@ impl NodeProcess {
                 http = Some(format!("http://{address}"));
             }
         }
-        NodeProcess { child, endpoint: endpoint.expect("checked above"), http, data_dir, extra_args }
+        NodeProcess { child, endpoint: endpoint.expect("checked above"), http, data_dir, listen, extra_args }
+    }
+
+    /// Sends SIGSTOP (`true`) or SIGCONT (`false`).
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
     }
 
     /// Kills the node with SIGKILL: no shutdown, no flush.
@@ -103,7 +120,7 @@ impl NodeProcess {
     /// Starts the node again on the same data directory and flags (it gets a new port).
     pub fn restart(&mut self) {
         self.kill_9();
-        let restarted = Self::spawn(self.data_dir.clone(), self.extra_args.clone());
+        let restarted = Self::spawn(self.data_dir.clone(), self.listen.clone(), self.extra_args.clone());
         let old = std::mem::replace(self, restarted);
         drop(old);
     }

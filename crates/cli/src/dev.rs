@@ -54,8 +54,9 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             ..NodeSettings::default()
         };
         let config = settings.resolve().map_err(anyhow::Error::msg)?;
-        let listener =
-            tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let http = tokio::net::TcpListener::bind(&http_listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {http_listen}: {e}"))?;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Run a three-site cluster on this machine (one node per site), data kept between runs.
     Dev(dev::DevArgs),
     /// Read and write keys.
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Node(args) => {
             init_logging("info");
-            runtime.block_on(node::run(args))
+            runtime.block_on(node::run(*args))
         }
         Command::Dev(args) => {
             init_logging("info");

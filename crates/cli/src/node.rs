@@ -59,6 +59,12 @@ pub struct NodeArgs {
     /// The longest a read with a causal token waits, in ms. Default: 5000.
     #[arg(long)]
     causal_wait_max_ms: Option<u64>,
+    /// How often the change log is trimmed, in ms. Default: 10000.
+    #[arg(long)]
+    log_trim_interval_ms: Option<u64>,
+    /// Shift this node's clock by this many ms (fault testing only).
+    #[arg(long, allow_negative_numbers = true)]
+    clock_offset_ms: Option<i64>,
 }
 
 pub async fn run(args: NodeArgs) -> ExitCode {
@@ -93,6 +99,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         log_retention_ms: args.log_retention_ms,
         anti_entropy_interval_ms: args.anti_entropy_interval_ms,
         causal_wait_max_ms: args.causal_wait_max_ms,
+        log_trim_interval_ms: args.log_trim_interval_ms,
+        clock_offset_ms: args.clock_offset_ms,
     };
     let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

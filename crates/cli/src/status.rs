@@ -62,8 +62,14 @@ pub async fn run(args: StatusArgs) -> ExitCode {
             status.log_head_total,
             status.sites.join(", ")
         );
-        println!("anti-entropy repairs {}, clock drift refusals {}", status.anti_entropy_repairs, status.clock_drift_refusals);
-        println!("{:<12} {:<28} {:<10} {:>10} {:>10} {:>12}  last error", "peer", "endpoint", "stream", "lag ops", "lag s", "applied");
+        println!(
+            "anti-entropy repairs {}, clock drift refusals {}",
+            status.anti_entropy_repairs, status.clock_drift_refusals
+        );
+        println!(
+            "{:<12} {:<28} {:<10} {:>10} {:>10} {:>12}  last error",
+            "peer", "endpoint", "stream", "lag ops", "lag s", "applied"
+        );
         for peer in &status.peers {
             println!(
                 "{:<12} {:<28} {:<10} {:>10} {:>10.3} {:>12}  {}",

@@ -264,7 +264,8 @@ impl Client {
 
     /// A set's members, sorted; `None` if the key is absent.
     pub async fn set_members(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let reply = self.kv.clone().set_members(pb::SetMembersRequest { key: key.into(), after: None, wait_ms: None }).await;
+        let reply =
+            self.kv.clone().set_members(pb::SetMembersRequest { key: key.into(), after: None, wait_ms: None }).await;
         let reply = reply.map_err(Error::from_status)?.into_inner();
         Ok(reply.found.then_some(reply.members))
     }

@@ -54,6 +54,19 @@ impl WallClock for ManualWallClock {
     }
 }
 
+/// Another clock shifted by a fixed offset: for fault tests that give one node a skewed clock.
+#[derive(Clone)]
+pub struct OffsetWallClock {
+    pub inner: Arc<dyn WallClock>,
+    pub offset_ms: i64,
+}
+
+impl WallClock for OffsetWallClock {
+    fn now_unix_ms(&self) -> i64 {
+        self.inner.now_unix_ms() + self.offset_ms
+    }
+}
+
 /// A hybrid logical clock timestamp, in `hlc-gen`'s layout: 42 bits of milliseconds since 2024-01-01 UTC,
 /// then a 22-bit logical counter. Ordering the `u64` orders the timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]

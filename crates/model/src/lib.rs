@@ -11,7 +11,7 @@ pub mod limits;
 pub mod marker;
 pub mod partition;
 
-pub use clock::{ClockError, Hlc, HybridClock, ManualWallClock, SystemWallClock, WallClock};
+pub use clock::{ClockError, Hlc, HybridClock, ManualWallClock, OffsetWallClock, SystemWallClock, WallClock};
 pub use encoding::{decode_entry, encode_entry};
 pub use entry::{Applied, Entry, Kind, Op, OpError, Read, Value};
 pub use limits::{InvalidRequest, Limits};

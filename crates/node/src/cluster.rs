@@ -48,7 +48,8 @@ impl Cluster for ClusterService {
                 }
             })
             .collect();
-        let mut sites: Vec<String> = std::iter::once(identity.site.clone()).chain(peers.iter().map(|p| p.site.clone())).collect();
+        let mut sites: Vec<String> =
+            std::iter::once(identity.site.clone()).chain(peers.iter().map(|p| p.site.clone())).collect();
         sites.sort();
         Ok(Response::new(pb::StatusResponse {
             site: identity.site.clone(),

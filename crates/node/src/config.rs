@@ -58,6 +58,11 @@ pub struct NodeSettings {
     pub anti_entropy_interval_ms: Option<u64>,
     /// The longest a read with a causal token waits for the write to arrive, in milliseconds.
     pub causal_wait_max_ms: Option<u64>,
+    /// How often the change log is trimmed to the retention limits, in milliseconds.
+    pub log_trim_interval_ms: Option<u64>,
+    /// Shifts this node's clock by this many milliseconds. For fault testing only: it is how tests skew
+    /// one node's clock through the injected clock.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A node of another site.
@@ -73,7 +78,8 @@ impl FromStr for PeerConfig {
     type Err = String;
     /// `SITE=http://HOST:PORT`, as given to `--peer`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (site, endpoint) = text.split_once('=').ok_or_else(|| format!("--peer {text:?}: expected SITE=http://HOST:PORT"))?;
+        let (site, endpoint) =
+            text.split_once('=').ok_or_else(|| format!("--peer {text:?}: expected SITE=http://HOST:PORT"))?;
         Ok(PeerConfig { site: site.to_string(), endpoint: endpoint.to_string() })
     }
 }
@@ -110,6 +116,8 @@ impl NodeSettings {
             log_retention_ms: overrides.log_retention_ms.or(self.log_retention_ms),
             anti_entropy_interval_ms: overrides.anti_entropy_interval_ms.or(self.anti_entropy_interval_ms),
             causal_wait_max_ms: overrides.causal_wait_max_ms.or(self.causal_wait_max_ms),
+            log_trim_interval_ms: overrides.log_trim_interval_ms.or(self.log_trim_interval_ms),
+            clock_offset_ms: overrides.clock_offset_ms.or(self.clock_offset_ms),
         }
     }
 
@@ -125,7 +133,10 @@ impl NodeSettings {
         for (index, peer) in peers.iter().enumerate() {
             check_site_name(&peer.site)?;
             if peer.site == site {
-                return Err(format!("peer {:?} is in this node's own site; peers are nodes of other sites", peer.endpoint));
+                return Err(format!(
+                    "peer {:?} is in this node's own site; peers are nodes of other sites",
+                    peer.endpoint
+                ));
             }
             if peers[..index].iter().any(|other| other.site == peer.site) {
                 return Err(format!("two peers for site {:?}: one node per site for now", peer.site));
@@ -172,6 +183,8 @@ impl NodeSettings {
             peers,
             anti_entropy_interval: std::time::Duration::from_millis(anti_entropy_interval_ms),
             causal_wait_max: std::time::Duration::from_millis(self.causal_wait_max_ms.unwrap_or(5_000)),
+            log_trim_interval: std::time::Duration::from_millis(self.log_trim_interval_ms.unwrap_or(10_000).max(10)),
+            clock_offset_ms: self.clock_offset_ms.unwrap_or(0),
             store: StoreConfig {
                 log_retention_ops,
                 log_retention_bytes,
@@ -197,6 +210,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     pub anti_entropy_interval: std::time::Duration,
     pub causal_wait_max: std::time::Duration,
+    pub log_trim_interval: std::time::Duration,
+    pub clock_offset_ms: i64,
     pub store: StoreConfig,
 }
 

@@ -21,13 +21,10 @@ pub use config::{NodeConfig, NodeSettings, SyncPolicy};
 pub use metrics::Metrics;
 pub use store::{Store, StoreConfig};
 
-/// How often each partition's change log is trimmed to the retention limits.
-const LOG_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn trim_logs(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn trim_logs(store: Arc<Store>, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(LOG_TRIM_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         for partition in 0..store.identity().partitions {
@@ -38,6 +35,15 @@ async fn trim_logs(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<boo
             }
         }
     }
+}
+
+/// The system clock, shifted if the configuration asks (fault tests only).
+fn wall_clock(offset_ms: i64) -> Arc<dyn geostore_model::WallClock> {
+    if offset_ms == 0 {
+        return Arc::new(SystemWallClock);
+    }
+    tracing::warn!(offset_ms, "this node's clock is deliberately offset (clock_offset_ms)");
+    Arc::new(geostore_model::OffsetWallClock { inner: Arc::new(SystemWallClock), offset_ms })
 }
 
 /// Bytes a gRPC request may have beyond the largest value, for keys, members and framing.
@@ -58,7 +64,7 @@ pub async fn run(
     let metrics = Metrics::new();
     let store = Store::open(
         Arc::new(storage),
-        Arc::new(SystemWallClock),
+        wall_clock(config.clock_offset_ms),
         config.store.clone(),
         metrics.clone(),
         store::random_replica_id,
@@ -71,7 +77,7 @@ pub async fn run(
         config.anti_entropy_interval,
         background_stopped.clone(),
     );
-    background.push(tokio::spawn(trim_logs(store.clone(), background_stopped.clone())));
+    background.push(tokio::spawn(trim_logs(store.clone(), config.log_trim_interval, background_stopped.clone())));
     let http_stopped = background_stopped.clone();
     let http_task = http_listener.map(|listener| {
         let metrics = metrics.clone();

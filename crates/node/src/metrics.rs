@@ -75,7 +75,8 @@ impl Metrics {
         )
         .expect("valid metric");
         let anti_entropy_repairs =
-            IntCounter::new("geostore_anti_entropy_repairs_total", "Keys repaired by anti-entropy").expect("valid metric");
+            IntCounter::new("geostore_anti_entropy_repairs_total", "Keys repaired by anti-entropy")
+                .expect("valid metric");
         let clock_drift_refusals = IntCounter::new(
             "geostore_clock_drift_refusals_total",
             "Remote timestamps refused for exceeding the allowed drift",

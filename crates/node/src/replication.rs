@@ -172,14 +172,18 @@ async fn serve_pull(
                 }
                 continue;
             }
-            let records =
-                match store.read_log(partition as u16, cursors[partition], PULL_BATCH_RECORDS_MAX, PULL_BATCH_BYTES_MAX) {
-                    Ok(records) => records,
-                    Err(error) => {
-                        let _ = sender.send(Err(Status::internal(error))).await;
-                        return;
-                    }
-                };
+            let records = match store.read_log(
+                partition as u16,
+                cursors[partition],
+                PULL_BATCH_RECORDS_MAX,
+                PULL_BATCH_BYTES_MAX,
+            ) {
+                Ok(records) => records,
+                Err(error) => {
+                    let _ = sender.send(Err(Status::internal(error))).await;
+                    return;
+                }
+            };
             let Some(through) = records.last().map(|(sequence, _)| *sequence) else {
                 // Trimmed between reading the progress and the log: the next round reports it.
                 continue;
@@ -338,7 +342,8 @@ async fn pull_from(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates) -
         .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
         .collect();
     let request = pb::PullRequest { site: store.identity().site.clone(), cursors };
-    let mut stream = client.pull(request).await.map_err(|e| format!("pull from {}: {}", peer.site, e.message()))?.into_inner();
+    let mut stream =
+        client.pull(request).await.map_err(|e| format!("pull from {}: {}", peer.site, e.message()))?.into_inner();
     set_state(states, &peer.site, |state| {
         state.connected = true;
         state.last_error.clear();
@@ -352,13 +357,11 @@ async fn pull_from(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates) -
         };
         match message {
             Some(pb::pull_message::Message::Batch(batch)) => merge_batch(store, peer, states, batch).await?,
-            Some(pb::pull_message::Message::Heartbeat(heartbeat)) => {
-                set_state(states, &peer.site, |state| {
-                    if heartbeat.heads.len() == state.heads.len() {
-                        state.heads = heartbeat.heads;
-                    }
-                })
-            }
+            Some(pb::pull_message::Message::Heartbeat(heartbeat)) => set_state(states, &peer.site, |state| {
+                if heartbeat.heads.len() == state.heads.len() {
+                    state.heads = heartbeat.heads;
+                }
+            }),
             Some(pb::pull_message::Message::TruncatedPartition(partition)) => {
                 let partition = u16::try_from(partition).map_err(|_| "bad partition in truncation notice")?;
                 tracing::info!(peer = %peer.site, partition, "peer's log is trimmed past our cursor: anti-entropy");
@@ -376,12 +379,18 @@ fn set_state(states: &PeerStates, site: &str, change: impl FnOnce(&mut PeerState
     }
 }
 
-async fn merge_batch(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates, batch: pb::PullBatch) -> Result<(), String> {
+async fn merge_batch(
+    store: &Arc<Store>,
+    peer: &PeerConfig,
+    states: &PeerStates,
+    batch: pb::PullBatch,
+) -> Result<(), String> {
     let partition = u16::try_from(batch.partition).map_err(|_| "bad partition in batch")?;
     let mut records = Vec::with_capacity(batch.entries.len());
     for entry in batch.entries {
-        let record = LogRecord::decode(&entry.record)
-            .ok_or_else(|| format!("unreadable record {} of partition {partition} from {}", entry.sequence, peer.site))?;
+        let record = LogRecord::decode(&entry.record).ok_or_else(|| {
+            format!("unreadable record {} of partition {partition} from {}", entry.sequence, peer.site)
+        })?;
         // Never adopt a timestamp too far ahead: refuse the batch and retry later, when our clock has
         // caught up or theirs has been fixed. The cursor stays, so nothing is lost.
         if let Err(error) = store.clock().observe(record.hlc) {
@@ -430,7 +439,8 @@ pub async fn anti_entropy(
         (0..DIGEST_BUCKETS).filter(|&bucket| remote.buckets[bucket] != local[bucket]).map(|b| b as u32).collect();
     let mut repaired = 0;
     for buckets in differing.chunks(ANTI_ENTROPY_BUCKETS_PER_CALL) {
-        let mut request = Request::new(pb::BucketKeysRequest { partition: u32::from(partition), buckets: buckets.to_vec() });
+        let mut request =
+            Request::new(pb::BucketKeysRequest { partition: u32::from(partition), buckets: buckets.to_vec() });
         request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
         let remote_keys = client.bucket_keys(request).await.map_err(|s| call("bucket keys", s))?.into_inner().keys;
         let local_store = store.clone();
@@ -447,7 +457,8 @@ pub async fn anti_entropy(
             .map(|remote| remote.key)
             .collect();
         for keys in wanted.chunks(ANTI_ENTROPY_KEYS_PER_CALL) {
-            let mut request = Request::new(pb::FetchEntriesRequest { partition: u32::from(partition), keys: keys.to_vec() });
+            let mut request =
+                Request::new(pb::FetchEntriesRequest { partition: u32::from(partition), keys: keys.to_vec() });
             request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
             let fetched = client.fetch_entries(request).await.map_err(|s| call("fetch", s))?.into_inner().entries;
             let mut entries = Vec::with_capacity(fetched.len());
@@ -466,7 +477,12 @@ pub async fn anti_entropy(
 
 /// Every `interval`, compares every partition with `peer` and repairs what differs (counted in
 /// `geostore_anti_entropy_repairs_total`).
-async fn run_anti_entropy(store: Arc<Store>, peer: PeerConfig, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn run_anti_entropy(
+    store: Arc<Store>,
+    peer: PeerConfig,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         if !pause(interval, &mut shutdown).await {
             return;

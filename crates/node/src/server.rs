@@ -208,16 +208,18 @@ impl Kv for KvService {
     ) -> Result<Response<pb::SetMembersResponse>, Status> {
         let request = request.into_inner();
         let key = request.key;
-        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|read| match read.map(|read| read.value) {
-            None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
-            Some(Value::Set(members)) => {
-                Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
+        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|read| {
+            match read.map(|read| read.value) {
+                None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
+                Some(Value::Set(members)) => {
+                    Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
+                }
+                Some(other) => Err(Status::failed_precondition(format!(
+                    "SetMembers {}: the key holds a {}; SetMembers needs a set",
+                    show_key(&key),
+                    other.kind()
+                ))),
             }
-            Some(other) => Err(Status::failed_precondition(format!(
-                "SetMembers {}: the key holds a {}; SetMembers needs a set",
-                show_key(&key),
-                other.kind()
-            ))),
         });
         self.count("SetMembers", reply).map(Response::new)
     }

@@ -140,8 +140,14 @@ pub struct PeerRecords {
 
 /// Work for the writer thread.
 enum Request {
-    Write { ops: Vec<(Vec<u8>, Op)>, reply: oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>> },
-    Merge { records: PeerRecords, reply: oneshot::Sender<Result<usize, String>> },
+    Write {
+        ops: Vec<(Vec<u8>, Op)>,
+        reply: oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>>,
+    },
+    Merge {
+        records: PeerRecords,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
     /// Whole entries fetched by anti-entropy; `cursor` optionally moves a peer's cursor afterwards.
     Repair {
         peer: String,
@@ -151,7 +157,12 @@ enum Request {
         reply: oneshot::Sender<Result<usize, String>>,
     },
     /// Drop a partition's log records below `start`.
-    Trim { partition: u16, start: u64, bytes_removed: u64, reply: oneshot::Sender<Result<(), String>> },
+    Trim {
+        partition: u16,
+        start: u64,
+        bytes_removed: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl Request {
@@ -597,10 +608,7 @@ fn decode_u64_meta(key: &[u8], bytes: &[u8]) -> Result<u64, OpenError> {
     Ok(u64::from_be_bytes(array))
 }
 
-fn read_site_partition_meta(
-    storage: &dyn Storage,
-    prefix: &[u8],
-) -> Result<BTreeMap<(String, u16), u64>, OpenError> {
+fn read_site_partition_meta(storage: &dyn Storage, prefix: &[u8]) -> Result<BTreeMap<(String, u16), u64>, OpenError> {
     let mut values = BTreeMap::new();
     for (key, value) in storage.scan(Space::Meta, prefix, &layout::prefix_end(prefix), usize::MAX)? {
         let (site, partition) = layout::split_meta_site_partition_key(prefix, &key).ok_or_else(|| {
@@ -828,13 +836,22 @@ impl Writer {
         }
         match self.storage.get(Space::Data, data_key) {
             Ok(None) => Ok(Entry::default()),
-            Ok(Some(bytes)) => decode_entry(&bytes).map_err(|e| format!("the stored value of this key is unreadable: {e}")),
+            Ok(Some(bytes)) => {
+                decode_entry(&bytes).map_err(|e| format!("the stored value of this key is unreadable: {e}"))
+            }
             Err(e) => Err(format!("storage read failed: {e}")),
         }
     }
 
     /// Stores a key's new state and appends its change-log record; returns the record's sequence.
-    fn log_change(&self, partition: u16, data_key: Vec<u8>, entry: Entry, mut record: LogRecord, group: &mut Group) -> u64 {
+    fn log_change(
+        &self,
+        partition: u16,
+        data_key: Vec<u8>,
+        entry: Entry,
+        mut record: LogRecord,
+        group: &mut Group,
+    ) -> u64 {
         let index = usize::from(partition);
         let sequence = group.state.heads[index] + 1;
         group.state.heads[index] = sequence;
@@ -939,7 +956,13 @@ impl Writer {
             if merged != local {
                 // A repair has no single origin; it is logged under the peer it came from, without a
                 // sequence, so it is relayed onwards but satisfies no causal token.
-                let record = LogRecord { key, hlc: self.clock.next(), origin: peer.to_string(), origin_sequence: 0, entry: Vec::new() };
+                let record = LogRecord {
+                    key,
+                    hlc: self.clock.next(),
+                    origin: peer.to_string(),
+                    origin_sequence: 0,
+                    entry: Vec::new(),
+                };
                 self.log_change(partition, data_key, merged, record, group);
                 changed += 1;
             }
@@ -1041,14 +1064,13 @@ mod tests {
         assert_eq!(third.token.sequence, 3);
         assert!(third.hlc > last_hlc);
         assert_eq!(store.identity().replica, ReplicaId(7));
-        let log = store
-            .storage
-            .scan(Space::Log, &layout::log_key(partition, 0), &layout::log_key(partition + 1, 0), 10)
-            .unwrap();
+        let log = store.read_log(partition, 0, 10, usize::MAX).unwrap();
         assert_eq!(log.len(), 3);
-        let (logged_key, logged_hlc, logged_entry) = decode_log_record(&log[2].1).unwrap();
-        assert_eq!((logged_key, logged_hlc), (key, third.hlc));
-        assert_eq!(logged_entry.read(JAN_2026_MS).unwrap().value, Value::Counter(3));
+        let (sequence, record) = &log[2];
+        assert_eq!((*sequence, &record.key, record.hlc, record.origin.as_str()), (3, &key, third.hlc, "local"));
+        assert_eq!(record.origin_sequence, 3);
+        let logged = decode_entry(&record.entry).unwrap();
+        assert_eq!(logged.read(JAN_2026_MS).unwrap().value, Value::Counter(3));
     }
 
     #[tokio::test]
@@ -1095,6 +1117,75 @@ mod tests {
         let other_partitions = StoreConfig { partitions: 32, ..StoreConfig::default() };
         let error = Store::open(storage, Arc::new(wall), other_partitions, Metrics::new(), || 8).err().unwrap();
         assert!(matches!(error, OpenError::PartitionsMismatch { stored: 64, configured: 32 }), "{error}");
+    }
+
+    fn record(key: &[u8], origin: &str, origin_sequence: u64, entry: &Entry) -> LogRecord {
+        LogRecord {
+            key: key.to_vec(),
+            hlc: Hlc::from_parts(JAN_2026_MS, origin_sequence).unwrap(),
+            origin: origin.into(),
+            origin_sequence,
+            entry: encode_entry(entry),
+        }
+    }
+
+    #[tokio::test]
+    async fn merging_is_idempotent_logs_only_changes_and_tracks_cursor_and_origin() {
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let store = open(Arc::new(MemoryStorage::new()), &wall);
+        let mut remote = Entry::default();
+        let marker = Marker::new(0, Hlc::from_parts(JAN_2026_MS, 1).unwrap(), ReplicaId(99));
+        remote.apply(&Op::Increment { delta: 4 }, marker).unwrap();
+        let key = b"k".to_vec();
+        let partition = partition_of(&key, 64).0;
+        let batch = |through| PeerRecords {
+            peer: "b".into(),
+            partition,
+            records: vec![(through, record(&key, "c", 17, &remote))],
+            through,
+        };
+        assert_eq!(store.merge(batch(5)).await.unwrap(), 1);
+        // The same record again (a duplicate, or the same change relayed by another site): no change, not
+        // logged again, but the cursor still moves.
+        assert_eq!(store.merge(batch(9)).await.unwrap(), 0);
+        let progress = store.progress();
+        assert_eq!(progress.heads[usize::from(partition)], 1);
+        assert_eq!(progress.cursors[&("b".to_string(), partition)], 9);
+        assert_eq!(progress.seen[&("c".to_string(), partition)], 17);
+        assert_eq!(store.get(&key).unwrap().unwrap().value, Value::Counter(4));
+        // The relayed record keeps its origin.
+        let (_, logged) = &store.read_log(partition, 0, 10, usize::MAX).unwrap()[0];
+        assert_eq!((logged.origin.as_str(), logged.origin_sequence), ("c", 17));
+        // A causal token for c's write is satisfied; one beyond it waits and fails.
+        store.wait_for(&CausalToken { site: "c".into(), partition, sequence: 17 }, Duration::ZERO).await.unwrap();
+        let error = store
+            .wait_for(&CausalToken { site: "c".into(), partition, sequence: 18 }, Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ReadError::NotYetReplicated { seen: 17, needed: 18, .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_log_is_trimmed_to_its_retention_and_digests_match_equal_states() {
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let config = StoreConfig { partitions: 1, log_retention_ops: 3, ..StoreConfig::default() };
+        let a =
+            Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall.clone()), config.clone(), Metrics::new(), || 1)
+                .unwrap();
+        for i in 0..10 {
+            a.write(format!("k{i}").into_bytes(), Op::Put { value: b"v".to_vec(), ttl_ms: None }).await.unwrap();
+        }
+        assert_eq!(a.trim_log(0).await.unwrap(), 7);
+        assert_eq!(a.progress().log_starts[0], 8);
+        assert_eq!(a.read_log(0, 0, 100, usize::MAX).unwrap().len(), 3);
+        // A second replica given the same states has the same digest, whatever its log holds.
+        let b = Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall), config, Metrics::new(), || 2).unwrap();
+        assert_ne!(a.partition_digest(0).unwrap(), b.partition_digest(0).unwrap());
+        let entries =
+            (0..10).map(|i| format!("k{i}").into_bytes()).map(|k| (k.clone(), a.entry(&k).unwrap().unwrap())).collect();
+        assert_eq!(b.repair("a", 0, entries, Some(10)).await.unwrap(), 10);
+        assert_eq!(a.partition_digest(0).unwrap(), b.partition_digest(0).unwrap());
+        assert_eq!(b.progress().cursors[&("a".to_string(), 0)], 10);
     }
 
     #[tokio::test]
