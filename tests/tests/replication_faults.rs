@@ -176,12 +176,12 @@ async fn three_sites_converge_through_cuts_isolation_and_a_crash_losing_no_ackno
     let mut links = Links { links: Vec::new() };
     for from in 0..SITES.len() {
         let mut row = Vec::new();
-        for to in 0..SITES.len() {
+        for (to, port) in ports.iter().enumerate() {
             if from == to {
                 row.push(None);
                 continue;
             }
-            let upstream = format!("127.0.0.1:{}", ports[to]).parse().unwrap();
+            let upstream = format!("127.0.0.1:{port}").parse().unwrap();
             let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).await.unwrap();
             proxy.set_faults(Links::delayed());
             row.push(Some(proxy));

@@ -113,6 +113,8 @@ pub async fn run(
     // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .initial_stream_window_size(replication::HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(replication::HTTP2_CONNECTION_WINDOW_BYTES)
         .add_service(reflection)
         .add_service(kv)
         .add_service(replication)

@@ -66,7 +66,10 @@ impl Metrics {
         .expect("valid metric");
         let replication_lag_seconds = Histogram::with_opts(
             HistogramOpts::new("geostore_replication_lag_seconds", "Origin timestamp to merge here, per record")
-                .buckets(prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")),
+                .buckets(vec![
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.045, 0.05, 0.055, 0.06, 0.07, 0.08, 0.1, 0.15, 0.2,
+                    0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ]),
         )
         .expect("valid metric");
         let replicated_records = IntCounterVec::new(

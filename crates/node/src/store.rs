@@ -394,9 +394,18 @@ impl Store {
 
     /// Merges a peer's records and advances its cursor, durably. Returns how many records changed state.
     pub async fn merge(&self, records: PeerRecords) -> Result<usize, String> {
+        self.begin_merge(records).await?.await
+    }
+
+    /// Queues a merge and returns a future of its outcome, so that a caller can queue the next batch
+    /// while this one is being made durable. Queued merges are applied in the order they were queued.
+    pub async fn begin_merge(
+        &self,
+        records: PeerRecords,
+    ) -> Result<impl std::future::Future<Output = Result<usize, String>> + Send + 'static, String> {
         let (reply, answer) = oneshot::channel();
         self.submit(Request::Merge { records, reply }).await?;
-        answer.await.map_err(|_| "the writer stopped".to_string())?
+        Ok(async move { answer.await.map_err(|_| "the writer stopped".to_string())? })
     }
 
     /// Merges whole entries fetched by anti-entropy, then optionally sets the peer's cursor. Returns how
@@ -908,15 +917,25 @@ impl Writer {
             if partition_of(&record.key, self.identity.partitions).0 != partition {
                 return Err(format!("a record for partition {partition} holds a key of another partition"));
             }
+            let origin = (record.origin.clone(), partition);
+            // Changes from one origin reach this replica in the origin's order along every path, so one
+            // at or below what this replica has seen from that origin is already reflected here (it is a
+            // copy relayed through another site): skip the read and merge.
+            let seen = group.state.seen.get(&origin).copied().unwrap_or(0);
+            if record.origin_sequence > 0 && record.origin_sequence <= seen {
+                continue;
+            }
             let remote = decode_entry(&record.entry).map_err(|e| format!("unreadable entry from {peer}: {e}"))?;
             let data_key = layout::data_key(partition, &record.key);
             let local = self.load(&data_key, group)?;
             let mut merged = local.clone();
             merged.merge(remote);
-            self.metrics.replication_lag_seconds.observe((now_ms - record.hlc.unix_ms()).max(0) as f64 / 1000.0);
-            let origin = (record.origin.clone(), partition);
             let origin_sequence = record.origin_sequence;
             if merged != local {
+                // Lag is measured where a change first becomes visible here; later copies (relayed through
+                // another site) change nothing and are not counted.
+                let lag_ms = (now_ms - record.hlc.unix_ms()).max(0);
+                self.metrics.replication_lag_seconds.observe(lag_ms as f64 / 1000.0);
                 self.log_change(partition, data_key, merged, record, group);
                 changed += 1;
             }

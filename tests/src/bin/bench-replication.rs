@@ -1,0 +1,223 @@
+//! Replication benchmark: three real `geostore node` processes whose links all go through the fault
+//! proxy with an added round trip (default 80 ms).
+//!
+//! 1. Lag: site a takes puts at a steady rate; the lag of each change (origin timestamp to the moment it
+//!    becomes visible at b and c, measured by the nodes on one machine clock) is read from their
+//!    `geostore_replication_lag_seconds` histograms: p50 and p99, interpolated within buckets.
+//! 2. Convergence: site c is cut off from a and b for a while, both sides write distinct keys, then the
+//!    links heal; the time until every puller has merged its peer's whole log is reported.
+//!
+//! Usage: bench-replication [--rtt-ms 80] [--rate 10000] [--seconds 10] [--partition-seconds 60]
+//!        [--partition-keys 100000]   (run through scripts/bench-replication, which builds first)
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use geostore_client::{Client, pb};
+use geostore_faultproxy::{Faults, Proxy};
+use geostore_tests::{NodeProcess, free_port};
+
+const SITES: [&str; 3] = ["a", "b", "c"];
+/// Puts per Batch call from the load generator.
+const BATCH_OPS: usize = 100;
+
+struct Options {
+    rtt_ms: u64,
+    rate: u64,
+    seconds: u64,
+    partition_seconds: u64,
+    partition_keys: u64,
+}
+
+fn options() -> Options {
+    let mut options = Options { rtt_ms: 80, rate: 10_000, seconds: 10, partition_seconds: 60, partition_keys: 100_000 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", pair[0]));
+        match pair[0].as_str() {
+            "--rtt-ms" => options.rtt_ms = value,
+            "--rate" => options.rate = value,
+            "--seconds" => options.seconds = value,
+            "--partition-seconds" => options.partition_seconds = value,
+            "--partition-keys" => options.partition_keys = value,
+            other => panic!("unknown option {other}"),
+        }
+    }
+    options
+}
+
+fn put(key: String) -> pb::WriteOp {
+    pb::WriteOp {
+        op: Some(pb::write_op::Op::Put(pb::PutRequest { key: key.into_bytes(), value: vec![b'v'; 100], ttl_ms: None })),
+    }
+}
+
+/// Writes `count` distinct keys named `prefix:N` at about `rate` per second. Returns the causal token of
+/// the last write to each partition.
+async fn write_at_rate(client: &Client, prefix: &str, count: u64, rate: u64) -> BTreeMap<u32, pb::CausalToken> {
+    let started = Instant::now();
+    let mut written = 0;
+    let mut last_tokens = BTreeMap::new();
+    while written < count {
+        let n = (count - written).min(BATCH_OPS as u64);
+        let ops = (written..written + n).map(|i| put(format!("{prefix}:{i}"))).collect();
+        let results = client.batch(ops).await.expect("batch");
+        for result in results {
+            let token = result.expect("a put failed").token.expect("a write has a token");
+            last_tokens.insert(token.partition, token);
+        }
+        written += n;
+        let due = Duration::from_secs_f64(written as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    last_tokens
+}
+
+/// The lag histogram of a node: (upper bound in seconds, cumulative count).
+fn lag_histogram(http: &str) -> Vec<(f64, f64)> {
+    use std::io::{Read, Write};
+    let address = http.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("metrics port");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("geostore_replication_lag_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            Some((bound, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The difference of two cumulative histograms (what happened between two readings).
+fn since(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let before: BTreeMap<String, f64> = before.iter().map(|(b, c)| (b.to_string(), *c)).collect();
+    after.iter().map(|(b, c)| (*b, c - before.get(&b.to_string()).copied().unwrap_or(0.0))).collect()
+}
+
+/// The quantile of a cumulative histogram, interpolated linearly within its bucket.
+fn quantile(histogram: &[(f64, f64)], q: f64) -> f64 {
+    let total = histogram.last().map(|(_, c)| *c).unwrap_or(0.0);
+    let target = q * total;
+    let mut previous = (0.0, 0.0);
+    for &(bound, count) in histogram {
+        if count >= target {
+            if bound.is_infinite() {
+                return previous.0;
+            }
+            let within = if count > previous.1 { (target - previous.1) / (count - previous.1) } else { 0.0 };
+            return previous.0 + within * (bound - previous.0);
+        }
+        previous = (bound, count);
+    }
+    previous.0
+}
+
+/// Waits until `client`'s site has seen every write named by `tokens`.
+async fn wait_for_tokens(client: &Client, tokens: &BTreeMap<u32, pb::CausalToken>) {
+    for token in tokens.values() {
+        loop {
+            match client.get_after("probe", token.clone(), Some(Duration::from_secs(5))).await {
+                Ok(_) => break,
+                Err(error) if error.message.contains("not yet replicated") => continue,
+                Err(error) => panic!("{}", error.message),
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let options = options();
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = SITES.iter().map(|_| free_port()).collect();
+    let delayed = Faults { delay_ms: options.rtt_ms / 2, jitter_ms: 0, ..Faults::default() };
+    let mut links: Vec<Vec<Option<Proxy>>> = Vec::new();
+    for from in 0..SITES.len() {
+        let mut row = Vec::new();
+        for (to, port) in ports.iter().enumerate() {
+            if from == to {
+                row.push(None);
+                continue;
+            }
+            let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+                .unwrap();
+            proxy.set_faults(delayed.clone());
+            row.push(Some(proxy));
+        }
+        links.push(row);
+    }
+    let mut nodes = Vec::new();
+    for (i, site) in SITES.iter().enumerate() {
+        let mut args = vec!["--site".to_string(), site.to_string(), "--http-listen".into(), "127.0.0.1:0".into()];
+        for (j, peer) in SITES.iter().enumerate().filter(|(j, _)| *j != i) {
+            args.push("--peer".into());
+            args.push(format!("{peer}=http://{}", links[i][j].as_ref().unwrap().local_addr()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(NodeProcess::start_at(&dir.path().join(site), &format!("127.0.0.1:{}", ports[i]), &args));
+    }
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(Client::connect(&[&node.endpoint]).await.unwrap());
+    }
+    println!("bench-replication: 3 sites, {} ms emulated round trips, one node per site", options.rtt_ms);
+
+    // 1. Lag at a steady rate.
+    let before: Vec<_> = nodes[1..].iter().map(|n| lag_histogram(n.http.as_deref().unwrap())).collect();
+    let started = Instant::now();
+    write_at_rate(&clients[0], "steady", options.rate * options.seconds, options.rate).await;
+    let achieved = (options.rate * options.seconds) as f64 / started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, before) in nodes[1..].iter().zip(&before) {
+        let histogram = since(&lag_histogram(node.http.as_deref().unwrap()), before);
+        println!(
+            "lag a->{}: {:.0} writes/s for {} s: p50 {:.1} ms, p99 {:.1} ms over {:.0} changes (goal p99 <= RTT/2 + 20 = {} ms)",
+            &node.data_dir.file_name().unwrap().to_string_lossy(),
+            achieved,
+            options.seconds,
+            quantile(&histogram, 0.5) * 1000.0,
+            quantile(&histogram, 0.99) * 1000.0,
+            histogram.last().map(|(_, c)| *c).unwrap_or(0.0),
+            options.rtt_ms / 2 + 20
+        );
+    }
+
+    // 2. Convergence after a partition with writes on both sides.
+    let cut = Faults { cut_forward: true, cut_backward: true, ..delayed.clone() };
+    for (x, y) in [(0, 2), (2, 0), (1, 2), (2, 1)] {
+        links[x][y].as_ref().unwrap().set_faults(cut.clone());
+    }
+    let partition_started = Instant::now();
+    let half = options.partition_keys / 2;
+    let per_second = (options.partition_keys / options.partition_seconds.max(1)).max(1);
+    let (majority, minority) = tokio::join!(
+        write_at_rate(&clients[0], "majority", half, per_second / 2 + 1),
+        write_at_rate(&clients[2], "minority", options.partition_keys - half, per_second / 2 + 1),
+    );
+    if let Some(rest) = Duration::from_secs(options.partition_seconds).checked_sub(partition_started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    for row in &links {
+        for proxy in row.iter().flatten() {
+            proxy.set_faults(delayed.clone());
+        }
+    }
+    let healed = Instant::now();
+    tokio::join!(
+        wait_for_tokens(&clients[0], &minority),
+        wait_for_tokens(&clients[1], &minority),
+        wait_for_tokens(&clients[2], &majority),
+    );
+    println!(
+        "convergence: {} keys written during a {} s partition (c cut off from a and b): every site had every write of the other side {:.2} s after healing (goal <= 5 s)",
+        options.partition_keys,
+        options.partition_seconds,
+        healed.elapsed().as_secs_f64()
+    );
+}
