@@ -109,3 +109,40 @@ async fn timestamps_beyond_the_allowed_drift_are_refused_and_counted() {
     let a_hlc = client_a.get("from-a").await.unwrap().unwrap().last_write_hlc;
     assert!(b_hlc < a_hlc, "b adopted a's clock");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_collected_once_every_site_has_acknowledged_them_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast_gc = ["--gc-interval-ms", "100"];
+    let (a, mut b) = two_sites(dir.path(), &fast_gc, &fast_gc);
+    let client_a = Client::connect(&[&a.endpoint]).await.unwrap();
+    client_a.put("deleted", "v", None).await.unwrap();
+    client_a.put("expiring", "v", Some(Duration::from_millis(300))).await.unwrap();
+    let ack = client_a.increment("kept", 1).await.unwrap();
+    let client_b = Client::connect(&[&b.endpoint]).await.unwrap();
+    client_b.get_after("kept", ack.token.unwrap(), Some(Duration::from_secs(5))).await.unwrap();
+
+    // With b down, a must keep its tombstones: b has not acknowledged them.
+    b.kill_9();
+    client_a.delete("deleted").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(client_a.status().await.unwrap().tombstones_collected, 0, "collected before every site acknowledged");
+    assert_eq!(client_a.get("deleted").await.unwrap(), None);
+    assert_eq!(client_a.get("expiring").await.unwrap(), None);
+
+    b.restart();
+    let client_b = Client::connect(&[&b.endpoint]).await.unwrap();
+    for client in [&client_a, &client_b] {
+        eventually(Duration::from_secs(20), "both dead keys collected", || async {
+            client.status().await.unwrap().tombstones_collected >= 2
+        })
+        .await;
+        assert_eq!(client.get("deleted").await.unwrap(), None);
+        assert_eq!(client.get("expiring").await.unwrap(), None);
+        assert_eq!(client.get("kept").await.unwrap().unwrap().value, Value::Counter(1));
+    }
+    // Collection removed only dead keys and nothing comes back: the sites still agree.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client_b.get("deleted").await.unwrap(), None);
+    assert_eq!(client_a.status().await.unwrap().tombstones_collected, 2);
+}

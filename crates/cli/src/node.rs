@@ -62,6 +62,9 @@ pub struct NodeArgs {
     /// How often the change log is trimmed, in ms. Default: 10000.
     #[arg(long)]
     log_trim_interval_ms: Option<u64>,
+    /// How often acknowledged tombstones and expired keys are collected, in ms. Default: 10000.
+    #[arg(long)]
+    gc_interval_ms: Option<u64>,
     /// Shift this node's clock by this many ms (fault testing only).
     #[arg(long, allow_negative_numbers = true)]
     clock_offset_ms: Option<i64>,
@@ -101,6 +104,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         causal_wait_max_ms: args.causal_wait_max_ms,
         log_trim_interval_ms: args.log_trim_interval_ms,
         clock_offset_ms: args.clock_offset_ms,
+        gc_interval_ms: args.gc_interval_ms,
     };
     let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)

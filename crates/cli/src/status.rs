@@ -50,6 +50,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 "log_head_total": status.log_head_total,
                 "anti_entropy_repairs": status.anti_entropy_repairs,
                 "clock_drift_refusals": status.clock_drift_refusals,
+                "tombstones_collected": status.tombstones_collected,
                 "peers": peers,
             })
         );

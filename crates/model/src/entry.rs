@@ -151,13 +151,42 @@ pub struct Read {
     pub last_write: Marker,
 }
 
+/// The identity under which a replica counts its increments and set adds in one incarnation of a key.
+///
+/// The incarnation is the HLC timestamp of the replica's first write to the slot. When a dead key is
+/// garbage-collected and written again, the replica starts a new incarnation, so its new dots never reuse
+/// numbers that a peer still holding the old state remembers (which would make the peer drop the new
+/// increment or add as already seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub replica: ReplicaId,
+    pub incarnation: u64,
+}
+
+/// Each replica's current incarnation in a slot; merged by taking the higher one per replica.
+type Incarnations = std::collections::BTreeMap<ReplicaId, u64>;
+
+fn merge_incarnations(ours: &mut Incarnations, theirs: Incarnations) {
+    for (replica, incarnation) in theirs {
+        let slot = ours.entry(replica).or_insert(incarnation);
+        *slot = (*slot).max(incarnation);
+    }
+}
+
+/// The actor `marker.replica` writes a slot as, starting an incarnation if it has none there.
+fn actor_for(incarnations: &mut Incarnations, marker: Marker) -> Actor {
+    let incarnation = *incarnations.entry(marker.replica).or_insert(marker.hlc.0);
+    Actor { replica: marker.replica, incarnation }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct CounterSlot {
-    /// Every increment and decrement ever applied, per replica.
-    total: PNCounter<ReplicaId>,
+    incarnations: Incarnations,
+    /// Every increment and decrement ever applied, per actor.
+    total: PNCounter<Actor>,
     /// The part of `total` that deletes have taken away: at each delete, the deleting replica merges the
     /// `total` it had observed into this. The value is `total - removed`.
-    removed: PNCounter<ReplicaId>,
+    removed: PNCounter<Actor>,
     last_write: Marker,
 }
 
@@ -177,7 +206,8 @@ impl CounterSlot {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct SetSlot {
-    members: Orswot<Vec<u8>, ReplicaId>,
+    incarnations: Incarnations,
+    members: Orswot<Vec<u8>, Actor>,
     last_write: Marker,
 }
 
@@ -198,11 +228,13 @@ impl Entry {
     pub fn merge(&mut self, other: Entry) {
         merge_option(&mut self.register, other.register, |ours, theirs| ours.merge(theirs));
         merge_option(&mut self.counter, other.counter, |ours, theirs| {
+            merge_incarnations(&mut ours.incarnations, theirs.incarnations);
             ours.total.merge(theirs.total);
             ours.removed.merge(theirs.removed);
             ours.last_write = ours.last_write.max(theirs.last_write);
         });
         merge_option(&mut self.set, other.set, |ours, theirs| {
+            merge_incarnations(&mut ours.incarnations, theirs.incarnations);
             ours.members.merge(theirs.members);
             ours.last_write = ours.last_write.max(theirs.last_write);
         });
@@ -241,7 +273,6 @@ impl Entry {
             self.expiry = Some(LWWReg { val: None, marker });
         }
         let mut applied = Applied { existed: live.is_some(), counter: None };
-        let replica = marker.replica;
         match op {
             Op::Put { value, ttl_ms } => {
                 self.register = Some(LWWReg { val: value.clone(), marker });
@@ -251,11 +282,11 @@ impl Entry {
             Op::Delete => self.delete_observed(marker),
             Op::Increment { delta } => {
                 let slot = self.counter.get_or_insert_with(CounterSlot::default);
-                let step = slot.total.clone();
+                let actor = actor_for(&mut slot.incarnations, marker);
                 let op = if *delta >= 0 {
-                    step.inc_many(replica, delta.unsigned_abs())
+                    slot.total.inc_many(actor, delta.unsigned_abs())
                 } else {
-                    step.dec_many(replica, delta.unsigned_abs())
+                    slot.total.dec_many(actor, delta.unsigned_abs())
                 };
                 slot.total.apply(op);
                 slot.last_write = slot.last_write.max(marker);
@@ -263,7 +294,8 @@ impl Entry {
             }
             Op::SetAdd { members } => {
                 let slot = self.set.get_or_insert_with(SetSlot::default);
-                let context = slot.members.read_ctx().derive_add_ctx(replica);
+                let actor = actor_for(&mut slot.incarnations, marker);
+                let context = slot.members.read_ctx().derive_add_ctx(actor);
                 let op = slot.members.add_all(members.iter().cloned(), context);
                 slot.members.apply(op);
                 slot.last_write = slot.last_write.max(marker);
@@ -313,12 +345,12 @@ impl Entry {
     /// these instead of the stored bytes, which are not canonical.
     pub fn digest(&self) -> u64 {
         let set = self.set.as_ref().map(|set| {
-            let mut members: Vec<(&Vec<u8>, crdts::VClock<ReplicaId>)> =
+            let mut members: Vec<(&Vec<u8>, crdts::VClock<Actor>)> =
                 set.members.iter().map(|member| (member.val, member.rm_clock)).collect();
             members.sort_by(|a, b| a.0.cmp(b.0));
             // Deferred removes never arise here (every local remove carries the set's own clock), so the
             // clock and the members are the whole state.
-            (set.members.clock(), members, set.last_write)
+            (&set.incarnations, set.members.clock(), members, set.last_write)
         });
         let canonical = (&self.register, &self.counter, set, &self.deleted, &self.expiry);
         let bytes = postcard::to_stdvec(&canonical).expect("encoding into a Vec cannot fail");

@@ -312,3 +312,33 @@ fn a_fenced_register_write_beats_a_later_unfenced_one() {
     assert_eq!(a.read(START_MS), Some(Value::Register(b"fenced".to_vec())));
     assert_eq!(b.read(START_MS), Some(Value::Register(b"fenced".to_vec())));
 }
+
+#[test]
+fn a_key_collected_at_one_replica_and_written_again_loses_nothing_against_a_replica_still_holding_it() {
+    let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+    a.write(Op::Increment { delta: 7 }).unwrap();
+    b.receive(&a);
+    b.write(Op::Delete).unwrap();
+    a.receive(&b);
+    // a collects the dead key (its whole state goes); b still holds the old state.
+    a.entry = Entry::default();
+    a.now_ms += 1;
+    a.write(Op::Increment { delta: 1 }).unwrap();
+    b.receive(&a);
+    a.receive(&b);
+    assert_eq!(a.read(a.now_ms), Some(Value::Counter(1)));
+    assert_eq!(b.read(a.now_ms), Some(Value::Counter(1)));
+
+    let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+    a.write(Op::SetAdd { members: vec![b"x".to_vec()] }).unwrap();
+    b.receive(&a);
+    b.write(Op::SetRemove { members: vec![b"x".to_vec()] }).unwrap();
+    a.receive(&b);
+    a.entry = Entry::default();
+    a.now_ms += 1;
+    a.write(Op::SetAdd { members: vec![b"x".to_vec()] }).unwrap();
+    b.receive(&a);
+    a.receive(&b);
+    assert_eq!(a.read(a.now_ms), set(&["x"]));
+    assert_eq!(b.read(a.now_ms), set(&["x"]));
+}

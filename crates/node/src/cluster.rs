@@ -60,6 +60,7 @@ impl Cluster for ClusterService {
             anti_entropy_repairs: metrics.anti_entropy_repairs.get(),
             clock_drift_refusals: metrics.clock_drift_refusals.get(),
             sites,
+            tombstones_collected: metrics.tombstones_collected.get(),
         }))
     }
 }

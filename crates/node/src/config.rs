@@ -60,6 +60,8 @@ pub struct NodeSettings {
     pub causal_wait_max_ms: Option<u64>,
     /// How often the change log is trimmed to the retention limits, in milliseconds.
     pub log_trim_interval_ms: Option<u64>,
+    /// How often acknowledged tombstones and expired keys are collected, in milliseconds.
+    pub gc_interval_ms: Option<u64>,
     /// Shifts this node's clock by this many milliseconds. For fault testing only: it is how tests skew
     /// one node's clock through the injected clock.
     pub clock_offset_ms: Option<i64>,
@@ -118,6 +120,7 @@ impl NodeSettings {
             causal_wait_max_ms: overrides.causal_wait_max_ms.or(self.causal_wait_max_ms),
             log_trim_interval_ms: overrides.log_trim_interval_ms.or(self.log_trim_interval_ms),
             clock_offset_ms: overrides.clock_offset_ms.or(self.clock_offset_ms),
+            gc_interval_ms: overrides.gc_interval_ms.or(self.gc_interval_ms),
         }
     }
 
@@ -185,6 +188,7 @@ impl NodeSettings {
             causal_wait_max: std::time::Duration::from_millis(self.causal_wait_max_ms.unwrap_or(5_000)),
             log_trim_interval: std::time::Duration::from_millis(self.log_trim_interval_ms.unwrap_or(10_000).max(10)),
             clock_offset_ms: self.clock_offset_ms.unwrap_or(0),
+            gc_interval: std::time::Duration::from_millis(self.gc_interval_ms.unwrap_or(10_000).max(10)),
             store: StoreConfig {
                 log_retention_ops,
                 log_retention_bytes,
@@ -212,6 +216,7 @@ pub struct NodeConfig {
     pub causal_wait_max: std::time::Duration,
     pub log_trim_interval: std::time::Duration,
     pub clock_offset_ms: i64,
+    pub gc_interval: std::time::Duration,
     pub store: StoreConfig,
 }
 

@@ -37,6 +37,41 @@ async fn trim_logs(store: Arc<Store>, interval: std::time::Duration, mut stop: t
     }
 }
 
+/// Removes dead keys that every site has acknowledged, partition by partition, every `interval`.
+async fn collect_garbage(
+    store: Arc<Store>,
+    peers: Vec<config::PeerConfig>,
+    acks: replication::Acks,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Per partition: the log has been scanned up to here. In memory: a restart scans the retained log again.
+    let mut scanned = vec![0_u64; usize::from(store.identity().partitions)];
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        for partition in 0..store.identity().partitions {
+            let index = usize::from(partition);
+            let Some(through) = replication::collectable_through(&store, &peers, &acks, partition) else { continue };
+            let after = scanned[index].max(store.progress().log_starts[index].saturating_sub(1));
+            if through <= after {
+                continue;
+            }
+            match store.collect_garbage(partition, after, through).await {
+                Ok((collected, up_to)) => {
+                    scanned[index] = up_to;
+                    if collected > 0 {
+                        tracing::debug!(partition, collected, "tombstones collected");
+                    }
+                }
+                Err(error) => tracing::warn!(partition, %error, "tombstone collection failed"),
+            }
+        }
+    }
+}
+
 /// The system clock, shifted if the configuration asks (fault tests only).
 fn wall_clock(offset_ms: i64) -> Arc<dyn geostore_model::WallClock> {
     if offset_ms == 0 {
@@ -78,6 +113,14 @@ pub async fn run(
         background_stopped.clone(),
     );
     background.push(tokio::spawn(trim_logs(store.clone(), config.log_trim_interval, background_stopped.clone())));
+    let acks = replication::Acks::default();
+    background.push(tokio::spawn(collect_garbage(
+        store.clone(),
+        config.peers.clone(),
+        acks.clone(),
+        config.gc_interval,
+        background_stopped.clone(),
+    )));
     let http_stopped = background_stopped.clone();
     let http_task = http_listener.map(|listener| {
         let metrics = metrics.clone();
@@ -102,7 +145,7 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
     let replication = geostore_proto::v1::replication_server::ReplicationServer::new(
-        replication::ReplicationService::new(store.clone()),
+        replication::ReplicationService::new(store.clone(), acks),
     )
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
     .max_encoding_message_size(usize::MAX);

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub anti_entropy_repairs: IntCounter,
     /// Remote timestamps refused for being further ahead than the allowed clock drift.
     pub clock_drift_refusals: IntCounter,
+    /// Dead keys (deleted or expired) removed once every site had acknowledged them.
+    pub tombstones_collected: IntCounter,
 }
 
 impl Metrics {
@@ -85,8 +87,14 @@ impl Metrics {
             "Remote timestamps refused for exceeding the allowed drift",
         )
         .expect("valid metric");
+        let tombstones_collected = IntCounter::new(
+            "geostore_tombstones_collected_total",
+            "Deleted or expired keys removed once every site acknowledged them",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(replication_lag_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tombstones_collected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_lag_seconds.clone()),
             Box::new(replicated_records.clone()),
             Box::new(anti_entropy_repairs.clone()),
             Box::new(clock_drift_refusals.clone()),
@@ -113,6 +121,7 @@ impl Metrics {
             replicated_records,
             anti_entropy_repairs,
             clock_drift_refusals,
+            tombstones_collected,
         }
     }
 

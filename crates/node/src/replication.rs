@@ -60,14 +60,22 @@ const ANTI_ENTROPY_KEYS_PER_CALL: usize = 512;
 /// Deadline of one anti-entropy call.
 const ANTI_ENTROPY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What each peer last acknowledged: per partition, (its durable cursor on this node's log, its own log
+/// head at that moment). Kept in memory only: after a restart, collection waits for fresh acknowledgements.
+pub type Acks = Arc<Mutex<BTreeMap<String, (Vec<u64>, Vec<u64>)>>>;
+
+/// How often a puller acknowledges what it has merged.
+const ACKNOWLEDGE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The serving side: any node's log and digests, for the pullers of other sites.
 pub struct ReplicationService {
     store: Arc<Store>,
+    acks: Acks,
 }
 
 impl ReplicationService {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<Store>, acks: Acks) -> Self {
+        Self { store, acks }
     }
 
     fn partition(&self, partition: u32) -> Result<u16, Status> {
@@ -101,6 +109,19 @@ impl Replication for ReplicationService {
         let (sender, receiver) = mpsc::channel(PULL_QUEUE_BATCHES_MAX);
         tokio::spawn(serve_pull(self.store.clone(), request.site, request.cursors, sender));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let request = request.into_inner();
+        let partitions = usize::from(self.store.identity().partitions);
+        if request.cursors.len() != partitions || request.heads.len() != partitions {
+            return Err(Status::invalid_argument(format!("Acknowledge: expected {partitions} cursors and heads")));
+        }
+        self.acks.lock().expect("acks lock poisoned").insert(request.site, (request.cursors, request.heads));
+        Ok(Response::new(pb::AcknowledgeResponse {}))
     }
 
     async fn digest(&self, request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
@@ -283,6 +304,7 @@ pub fn start(
     let mut tasks = Vec::new();
     for peer in peers {
         tasks.push(tokio::spawn(run_puller(store.clone(), peer.clone(), states.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(run_acknowledger(store.clone(), peer.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(run_anti_entropy(store.clone(), peer, anti_entropy_interval, shutdown.clone())));
     }
     (states, tasks)
@@ -510,6 +532,49 @@ pub async fn anti_entropy(
         store.repair(peer, partition, Vec::new(), Some(remote.head)).await?;
     }
     Ok(repaired)
+}
+
+/// Tells `peer`, about once a second, how far this node has durably merged its log.
+async fn run_acknowledger(store: Arc<Store>, peer: PeerConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut client = None;
+    while pause(ACKNOWLEDGE_INTERVAL, &mut shutdown).await {
+        if client.is_none() {
+            client = connect(&peer.endpoint).await.ok();
+        }
+        let Some(connected) = client.as_mut() else { continue };
+        let progress = store.progress();
+        let cursors = (0..store.identity().partitions)
+            .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
+            .collect();
+        let mut request = Request::new(pb::AcknowledgeRequest {
+            site: store.identity().site.clone(),
+            cursors,
+            heads: progress.heads,
+        });
+        request.set_timeout(CONNECT_TIMEOUT);
+        if connected.acknowledge(request).await.is_err() {
+            client = None;
+        }
+    }
+}
+
+/// Whether every peer has acknowledged this node's log of `partition` and this node has merged each
+/// peer's log as far as it went when it acknowledged: then nothing older than the acknowledged point
+/// can still arrive anywhere. Returns the sequence of this node's log that every site has, if so.
+pub fn collectable_through(store: &Store, peers: &[PeerConfig], acks: &Acks, partition: u16) -> Option<u64> {
+    let progress = store.progress();
+    let index = usize::from(partition);
+    let mut through = progress.heads[index];
+    let acks = acks.lock().expect("acks lock poisoned");
+    for peer in peers {
+        let (cursors, heads) = acks.get(&peer.site)?;
+        let merged_theirs = progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0);
+        if merged_theirs < *heads.get(index)? {
+            return None;
+        }
+        through = through.min(*cursors.get(index)?);
+    }
+    Some(through)
 }
 
 /// Every `interval`, compares every partition with `peer` and repairs what differs (counted in

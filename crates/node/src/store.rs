@@ -156,6 +156,13 @@ enum Request {
         cursor: Option<u64>,
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// Remove dead keys (deleted or expired) whose state is still exactly `expected`: garbage collection
+    /// of tombstones every site has acknowledged.
+    Collect {
+        partition: u16,
+        candidates: Vec<(Vec<u8>, Entry)>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
     /// Drop a partition's log records below `start`.
     Trim {
         partition: u16,
@@ -171,6 +178,7 @@ impl Request {
             Request::Write { ops, .. } => ops.len(),
             Request::Merge { records, .. } => records.records.len().max(1),
             Request::Repair { entries, .. } => entries.len().max(1),
+            Request::Collect { candidates, .. } => candidates.len().max(1),
             Request::Trim { .. } => 1,
         }
     }
@@ -549,6 +557,43 @@ impl Store {
         }
     }
 
+    /// Collects the dead keys (deleted, or expired at `now`) whose last change is logged in `partition`'s
+    /// log after `after` and up to `through`, which every site has acknowledged. A key is removed only if
+    /// its stored state is still exactly the one logged (so the record is its last change) and reads as
+    /// absent. Returns the keys removed and the sequence scanned up to.
+    pub async fn collect_garbage(&self, partition: u16, after: u64, through: u64) -> Result<(usize, u64), String> {
+        const SCAN_RECORDS_MAX: usize = 4096;
+        let now_ms = self.clock.wall().now_unix_ms();
+        let mut candidates = Vec::new();
+        let mut scanned = after;
+        while scanned < through {
+            let records = self.read_log(partition, scanned, SCAN_RECORDS_MAX, usize::MAX)?;
+            let Some(&(last, _)) = records.last() else { break };
+            for (sequence, record) in records {
+                if sequence > through {
+                    break;
+                }
+                scanned = sequence;
+                let logged = decode_entry(&record.entry).map_err(|e| e.to_string())?;
+                if logged.read(now_ms).is_none()
+                    && self.entry(&record.key).map_err(|e| e.to_string())?.as_ref() == Some(&logged)
+                {
+                    candidates.push((record.key, logged));
+                }
+            }
+            if last >= through {
+                break;
+            }
+        }
+        if candidates.is_empty() {
+            return Ok((0, scanned));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Collect { partition, candidates, reply }).await?;
+        let collected = answer.await.map_err(|_| "the writer stopped".to_string())??;
+        Ok((collected, scanned))
+    }
+
     /// Trims `partition`'s log to the retention limits (records, bytes, age). Returns the records removed.
     /// Reads only the records it removes (and one page more).
     pub async fn trim_log(&self, partition: u16) -> Result<u64, String> {
@@ -757,6 +802,9 @@ impl Writer {
                 Request::Merge { records, reply } => Reply::Count(reply, self.apply_merge(records, &mut group)),
                 Request::Repair { peer, partition, entries, cursor, reply } => {
                     Reply::Count(reply, self.apply_repair(&peer, partition, entries, cursor, &mut group))
+                }
+                Request::Collect { partition, candidates, reply } => {
+                    Reply::Count(reply, self.apply_collect(partition, candidates, &mut group))
                 }
                 Request::Trim { partition, start, bytes_removed, reply } => {
                     Reply::Done(reply, self.apply_trim(partition, start, bytes_removed, &mut group))
@@ -993,6 +1041,26 @@ impl Writer {
         Ok(changed)
     }
 
+    fn apply_collect(
+        &self,
+        partition: u16,
+        candidates: Vec<(Vec<u8>, Entry)>,
+        group: &mut Group,
+    ) -> Result<usize, String> {
+        let mut collected = 0;
+        for (key, expected) in candidates {
+            let data_key = layout::data_key(partition, &key);
+            // Only if nothing has changed the key since it was found dead: a write in between revives it.
+            if self.load(&data_key, group)? == expected {
+                group.batch.delete(Space::Data, data_key.clone());
+                group.entries.insert(data_key, Entry::default());
+                collected += 1;
+            }
+        }
+        self.metrics.tombstones_collected.inc_by(collected as u64);
+        Ok(collected)
+    }
+
     fn apply_trim(&self, partition: u16, start: u64, bytes_removed: u64, group: &mut Group) -> Result<(), String> {
         let index = usize::from(partition);
         let Some(&old_start) = group.state.log_starts.get(index) else {
@@ -1019,7 +1087,7 @@ fn refuse(request: Request, reason: &str) {
         Request::Write { ops, reply } => {
             let _ = reply.send(ops.iter().map(|_| Err(WriteError::Unavailable(reason.to_string()))).collect());
         }
-        Request::Merge { reply, .. } | Request::Repair { reply, .. } => {
+        Request::Merge { reply, .. } | Request::Repair { reply, .. } | Request::Collect { reply, .. } => {
             let _ = reply.send(Err(reason.to_string()));
         }
         Request::Trim { reply, .. } => {
