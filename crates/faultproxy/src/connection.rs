@@ -144,7 +144,10 @@ async fn pump(
 ) -> io::Result<()> {
     let budget = Semaphore::new(QUEUE_BYTES_MAX);
     let (sender, receiver) = mpsc::channel(QUEUE_CHUNKS_MAX);
-    tokio::try_join!(read_side(shared, direction, source, &budget, sender), write_side(shared, direction, sink, &budget, receiver))?;
+    tokio::try_join!(
+        read_side(shared, direction, source, &budget, sender),
+        write_side(shared, direction, sink, &budget, receiver)
+    )?;
     Ok(())
 }
 

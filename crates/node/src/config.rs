@@ -264,6 +264,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let example: NodeSettings = toml::from_str(include_str!("../../../deploy/node.example.toml")).unwrap();
+        let config = example.resolve().unwrap();
+        assert_eq!((config.store.site.as_str(), config.peers.len()), ("eu-west", 2));
+    }
+
+    #[test]
     fn peers_come_from_the_file_or_flags_and_are_checked() {
         let file: NodeSettings = toml::from_str(
             r#"

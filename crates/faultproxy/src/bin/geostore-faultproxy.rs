@@ -76,12 +76,12 @@ async fn main() -> anyhow::Result<()> {
     drop(stdout);
 
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
-    let control_task = tokio::spawn(serve_control(control, links.clone(), async {
+    let mut control_task = tokio::spawn(serve_control(control, links.clone(), async {
         let _ = control_stopped.await;
     }));
     let outcome = tokio::select! {
         signal = terminated() => signal.context("cannot wait for signals"),
-        served = async { control_task.await } => match served {
+        served = &mut control_task => match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(anyhow::Error::new(error).context("control API failed")),
             Err(error) => Err(anyhow::Error::new(error).context("control API task failed")),
