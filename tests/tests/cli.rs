@@ -168,3 +168,54 @@ async fn grpc_reflection_lists_the_api() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"geostore.v1.KV".to_string()), "{names:?}");
 }
+
+/// A base port with P..P+2 and P+100..P+102 free on 127.0.0.1.
+fn free_port_base() -> u16 {
+    for _ in 0..100 {
+        let base = 20_000 + (std::process::id() as u16 % 20_000) + (geostore_tests::free_port() % 500);
+        let ports = [base, base + 1, base + 2, base + 100, base + 101, base + 102];
+        if ports.iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range for geostore dev");
+}
+
+#[test]
+fn dev_runs_three_replicating_sites_and_keeps_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_base();
+    let start = || {
+        let mut child = std::process::Command::new(geostore_tests::geostore_bin())
+            .args(["dev", "--dir", dir.path().to_str().unwrap(), "--port-base", &base.to_string()])
+            .env("GEOSTORE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        use std::io::BufRead;
+        let lines: Vec<String> = stdout.lines().map_while(Result::ok).take(4).collect();
+        assert!(lines[3].contains("three sites running"), "{lines:?}");
+        child
+    };
+    let endpoint = |i: u16| format!("http://127.0.0.1:{}", base + i);
+    let mut dev = start();
+    let put = json(&["kv", "put", "greeting", "hello", "--endpoint", &endpoint(0), "--json"]);
+    let token = put["causal_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("dc0:"), "{token}");
+    let read =
+        json(&["kv", "get", "greeting", "--after", &token, "--wait", "5s", "--endpoint", &endpoint(2), "--json"]);
+    assert_eq!(read["value"], "hello");
+    let status = json(&["status", "--endpoint", &endpoint(1), "--json"]);
+    assert_eq!(status["sites"], serde_json::json!(["dc0", "dc1", "dc2"]));
+    assert_eq!(status["partitions"], 64);
+    assert_eq!(status["peers"].as_array().unwrap().len(), 2);
+    assert!(status["peers"][0]["lag_ops"].is_u64() && status["peers"][0]["lag_seconds"].is_f64(), "{status}");
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &dev.id().to_string()]).status();
+    assert!(dev.wait().unwrap().success(), "geostore dev exits 0 on SIGTERM");
+    let mut dev = start();
+    assert_eq!(json(&["kv", "get", "greeting", "--endpoint", &endpoint(1), "--json"])["value"], "hello");
+    let _ = dev.kill();
+    let _ = dev.wait();
+}

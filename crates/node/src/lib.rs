@@ -105,7 +105,13 @@ pub async fn run(
         store::random_replica_id,
     )?;
 
+    // Shutdown stops the background tasks and the pull streams this node serves first: a peer's stream
+    // never ends on its own, and the gRPC server waits for every open request before it returns.
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_background.send(true);
+    };
     let (peer_states, mut background) = replication::start(
         store.clone(),
         config.peers.clone(),
@@ -145,7 +151,7 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
     let replication = geostore_proto::v1::replication_server::ReplicationServer::new(
-        replication::ReplicationService::new(store.clone(), acks),
+        replication::ReplicationService::new(store.clone(), acks, background_stopped.clone()),
     )
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
     .max_encoding_message_size(usize::MAX);
@@ -165,7 +171,6 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
-    let _ = stop_background.send(true);
     if let Some(task) = http_task {
         let _ = task.await;
     }

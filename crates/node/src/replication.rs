@@ -71,11 +71,13 @@ const ACKNOWLEDGE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ReplicationService {
     store: Arc<Store>,
     acks: Acks,
+    /// Turns true when the node shuts down: the pull streams it serves end then.
+    stopped: watch::Receiver<bool>,
 }
 
 impl ReplicationService {
-    pub fn new(store: Arc<Store>, acks: Acks) -> Self {
-        Self { store, acks }
+    pub fn new(store: Arc<Store>, acks: Acks, stopped: watch::Receiver<bool>) -> Self {
+        Self { store, acks, stopped }
     }
 
     fn partition(&self, partition: u32) -> Result<u16, Status> {
@@ -107,7 +109,14 @@ impl Replication for ReplicationService {
             return Err(Status::invalid_argument("Pull: a node does not pull from its own site"));
         }
         let (sender, receiver) = mpsc::channel(PULL_QUEUE_BATCHES_MAX);
-        tokio::spawn(serve_pull(self.store.clone(), request.site, request.cursors, sender));
+        let mut stopped = self.stopped.clone();
+        let serve = serve_pull(self.store.clone(), request.site, request.cursors, sender);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = serve => {}
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 
