@@ -143,3 +143,80 @@ pub fn geostore(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Several sites, one `geostore node` each, where every node pulls from every other through its own
+/// fault proxy: `link(i, j)` is the proxy through which site i pulls from site j.
+pub struct SiteMesh {
+    pub nodes: Vec<NodeProcess>,
+    links: Vec<Vec<Option<geostore_faultproxy::Proxy>>>,
+    /// The faults every link has when healed.
+    pub healthy: geostore_faultproxy::Faults,
+}
+
+impl SiteMesh {
+    /// Starts the proxies (with `healthy` faults) and the nodes, in `dir`, with `extra_args` for every node.
+    pub async fn start(
+        dir: &Path,
+        sites: &[&str],
+        healthy: geostore_faultproxy::Faults,
+        extra_args: &[&str],
+    ) -> SiteMesh {
+        let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
+        let mut links = Vec::new();
+        for from in 0..sites.len() {
+            let mut row = Vec::new();
+            for (to, port) in ports.iter().enumerate() {
+                if from == to {
+                    row.push(None);
+                    continue;
+                }
+                let upstream = format!("127.0.0.1:{port}").parse().expect("a socket address");
+                let proxy =
+                    geostore_faultproxy::Proxy::start("127.0.0.1:0".parse().expect("a socket address"), upstream)
+                        .await
+                        .expect("cannot start a proxy");
+                proxy.set_faults(healthy.clone());
+                row.push(Some(proxy));
+            }
+            links.push(row);
+        }
+        let mut nodes = Vec::new();
+        for (i, site) in sites.iter().enumerate() {
+            let mut args = vec!["--site".to_string(), site.to_string()];
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            for (j, peer) in sites.iter().enumerate().filter(|(j, _)| *j != i) {
+                let proxy = links[i][j].as_ref().expect("a link between two sites").local_addr();
+                args.push("--peer".into());
+                args.push(format!("{peer}=http://{proxy}"));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(NodeProcess::start_at(&dir.join(site), &format!("127.0.0.1:{}", ports[i]), &args));
+        }
+        SiteMesh { nodes, links, healthy }
+    }
+
+    pub fn link(&self, from: usize, to: usize) -> &geostore_faultproxy::Proxy {
+        self.links[from][to].as_ref().expect("a link between two sites")
+    }
+
+    /// Cuts both links between sites `x` and `y`, both directions.
+    pub fn cut_both_ways(&self, x: usize, y: usize) {
+        let cut = geostore_faultproxy::Faults { cut_forward: true, cut_backward: true, ..self.healthy.clone() };
+        self.link(x, y).set_faults(cut.clone());
+        self.link(y, x).set_faults(cut);
+    }
+
+    /// Cuts site `x` off from every other site.
+    pub fn isolate(&self, x: usize) {
+        for other in (0..self.nodes.len()).filter(|other| *other != x) {
+            self.cut_both_ways(x, other);
+        }
+    }
+
+    /// Gives every link its healthy faults again.
+    pub fn heal_all(&self) {
+        for proxy in self.links.iter().flatten().flatten() {
+            proxy.set_faults(self.healthy.clone());
+        }
+    }
+}

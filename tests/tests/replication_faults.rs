@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use geostore_client::{Client, Outcome, Value};
-use geostore_faultproxy::{Faults, Proxy};
-use geostore_tests::{NodeProcess, free_port};
+use geostore_faultproxy::Faults;
+use geostore_tests::SiteMesh;
 use tokio::sync::Mutex;
 
 const SITES: [&str; 3] = ["a", "b", "c"];
@@ -138,72 +138,15 @@ async fn snapshot(client: &Client) -> Option<BTreeMap<String, Option<Value>>> {
     Some(values)
 }
 
-/// The links: `links[i][j]` is the proxy through which site i pulls from site j.
-struct Links {
-    links: Vec<Vec<Option<Proxy>>>,
-}
-
-impl Links {
-    fn set(&self, from: usize, to: usize, faults: Faults) {
-        self.links[from][to].as_ref().expect("a link between two sites").set_faults(faults);
-    }
-
-    fn delayed() -> Faults {
-        Faults { delay_ms: LINK_DELAY_MS, jitter_ms: 5, ..Faults::default() }
-    }
-
-    fn cut_both_ways(&self, x: usize, y: usize) {
-        let cut = Faults { cut_forward: true, cut_backward: true, ..Self::delayed() };
-        self.set(x, y, cut.clone());
-        self.set(y, x, cut);
-    }
-
-    fn heal_all(&self) {
-        for from in 0..SITES.len() {
-            for to in 0..SITES.len() {
-                if from != to {
-                    self.set(from, to, Self::delayed());
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_sites_converge_through_cuts_isolation_and_a_crash_losing_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = SITES.iter().map(|_| free_port()).collect();
-    let mut links = Links { links: Vec::new() };
-    for from in 0..SITES.len() {
-        let mut row = Vec::new();
-        for (to, port) in ports.iter().enumerate() {
-            if from == to {
-                row.push(None);
-                continue;
-            }
-            let upstream = format!("127.0.0.1:{port}").parse().unwrap();
-            let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).await.unwrap();
-            proxy.set_faults(Links::delayed());
-            row.push(Some(proxy));
-        }
-        links.links.push(row);
-    }
-    let mut nodes = Vec::new();
-    for (i, site) in SITES.iter().enumerate() {
-        let mut args = vec!["--site".to_string(), site.to_string(), "--anti-entropy-interval-ms".into(), "2000".into()];
-        for (j, peer) in SITES.iter().enumerate().filter(|(j, _)| *j != i) {
-            let proxy = links.links[i][j].as_ref().unwrap().local_addr();
-            args.push("--peer".into());
-            args.push(format!("{peer}=http://{proxy}"));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(NodeProcess::start_at(&dir.path().join(site), &format!("127.0.0.1:{}", ports[i]), &args));
-    }
-
+    let healthy = Faults { delay_ms: LINK_DELAY_MS, jitter_ms: 5, ..Faults::default() };
+    let mut mesh = SiteMesh::start(dir.path(), &SITES, healthy.clone(), &["--anti-entropy-interval-ms", "2000"]).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
-    for (site, node) in nodes.iter().enumerate() {
+    for (site, node) in mesh.nodes.iter().enumerate() {
         for number in 0..WRITERS_PER_SITE {
             writers.push(tokio::spawn(writer(site, number, node.endpoint.clone(), ledger.clone(), stop.clone())));
         }
@@ -212,34 +155,33 @@ async fn three_sites_converge_through_cuts_isolation_and_a_crash_losing_no_ackno
 
     phase(2).await;
     // Bridge: a and b cannot reach each other; both still reach c.
-    links.cut_both_ways(0, 1);
+    mesh.cut_both_ways(0, 1);
     phase(3).await;
-    links.heal_all();
+    mesh.heal_all();
     // One-way: a hears nothing from b; b still hears a.
-    links.set(0, 1, Faults { cut_forward: true, cut_backward: true, ..Links::delayed() });
+    mesh.link(0, 1).set_faults(Faults { cut_forward: true, cut_backward: true, ..healthy });
     phase(2).await;
-    links.heal_all();
+    mesh.heal_all();
     // c is isolated from both.
-    links.cut_both_ways(0, 2);
-    links.cut_both_ways(1, 2);
+    mesh.isolate(2);
     phase(3).await;
-    links.heal_all();
+    mesh.heal_all();
     // b crashes while everyone writes, and comes back.
-    nodes[1].kill_9();
+    mesh.nodes[1].kill_9();
     phase(2).await;
-    nodes[1].restart();
+    mesh.nodes[1].restart();
     phase(2).await;
 
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
         writer.await.unwrap();
     }
-    links.heal_all();
+    mesh.heal_all();
 
     let clients = [
-        Client::connect(&[&nodes[0].endpoint]).await.unwrap(),
-        Client::connect(&[&nodes[1].endpoint]).await.unwrap(),
-        Client::connect(&[&nodes[2].endpoint]).await.unwrap(),
+        Client::connect(&[&mesh.nodes[0].endpoint]).await.unwrap(),
+        Client::connect(&[&mesh.nodes[1].endpoint]).await.unwrap(),
+        Client::connect(&[&mesh.nodes[2].endpoint]).await.unwrap(),
     ];
     let healed = Instant::now();
     let converged = loop {
@@ -296,5 +238,4 @@ async fn three_sites_converge_through_cuts_isolation_and_a_crash_losing_no_ackno
             other => panic!("{key} is {other:?} after acknowledged puts"),
         }
     }
-    drop(nodes);
 }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use geostore_client::{Client, pb};
-use geostore_faultproxy::{Faults, Proxy};
-use geostore_tests::{NodeProcess, free_port};
+use geostore_faultproxy::Faults;
+use geostore_tests::SiteMesh;
 
 const SITES: [&str; 3] = ["a", "b", "c"];
 /// Puts per Batch call from the load generator.
@@ -134,36 +134,11 @@ async fn wait_for_tokens(client: &Client, tokens: &BTreeMap<u32, pb::CausalToken
 async fn main() {
     let options = options();
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = SITES.iter().map(|_| free_port()).collect();
     let delayed = Faults { delay_ms: options.rtt_ms / 2, jitter_ms: 0, ..Faults::default() };
-    let mut links: Vec<Vec<Option<Proxy>>> = Vec::new();
-    for from in 0..SITES.len() {
-        let mut row = Vec::new();
-        for (to, port) in ports.iter().enumerate() {
-            if from == to {
-                row.push(None);
-                continue;
-            }
-            let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), format!("127.0.0.1:{port}").parse().unwrap())
-                .await
-                .unwrap();
-            proxy.set_faults(delayed.clone());
-            row.push(Some(proxy));
-        }
-        links.push(row);
-    }
-    let mut nodes = Vec::new();
-    for (i, site) in SITES.iter().enumerate() {
-        let mut args = vec!["--site".to_string(), site.to_string(), "--http-listen".into(), "127.0.0.1:0".into()];
-        for (j, peer) in SITES.iter().enumerate().filter(|(j, _)| *j != i) {
-            args.push("--peer".into());
-            args.push(format!("{peer}=http://{}", links[i][j].as_ref().unwrap().local_addr()));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(NodeProcess::start_at(&dir.path().join(site), &format!("127.0.0.1:{}", ports[i]), &args));
-    }
+    let mesh = SiteMesh::start(dir.path(), &SITES, delayed, &["--http-listen", "127.0.0.1:0"]).await;
+    let nodes = &mesh.nodes;
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         clients.push(Client::connect(&[&node.endpoint]).await.unwrap());
     }
     println!("bench-replication: 3 sites, {} ms emulated round trips, one node per site", options.rtt_ms);
@@ -189,10 +164,7 @@ async fn main() {
     }
 
     // 2. Convergence after a partition with writes on both sides.
-    let cut = Faults { cut_forward: true, cut_backward: true, ..delayed.clone() };
-    for (x, y) in [(0, 2), (2, 0), (1, 2), (2, 1)] {
-        links[x][y].as_ref().unwrap().set_faults(cut.clone());
-    }
+    mesh.isolate(2);
     let partition_started = Instant::now();
     let half = options.partition_keys / 2;
     let per_second = (options.partition_keys / options.partition_seconds.max(1)).max(1);
@@ -203,11 +175,7 @@ async fn main() {
     if let Some(rest) = Duration::from_secs(options.partition_seconds).checked_sub(partition_started.elapsed()) {
         tokio::time::sleep(rest).await;
     }
-    for row in &links {
-        for proxy in row.iter().flatten() {
-            proxy.set_faults(delayed.clone());
-        }
-    }
+    mesh.heal_all();
     let healed = Instant::now();
     tokio::join!(
         wait_for_tokens(&clients[0], &minority),
