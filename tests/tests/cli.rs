@@ -181,6 +181,16 @@ fn free_port_base() -> u16 {
     panic!("no free port range for geostore dev");
 }
 
+/// Kills the process when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn dev_runs_three_replicating_sites_and_keeps_their_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +205,8 @@ fn dev_runs_three_replicating_sites_and_keeps_their_data() {
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         use std::io::BufRead;
         let lines: Vec<String> = stdout.lines().map_while(Result::ok).take(4).collect();
-        assert!(lines[3].contains("three sites running"), "{lines:?}");
+        let child = KillOnDrop(child);
+        assert!(lines.len() == 4 && lines[3].contains("three sites running"), "{lines:?}");
         child
     };
     let endpoint = |i: u16| format!("http://127.0.0.1:{}", base + i);
@@ -212,10 +223,8 @@ fn dev_runs_three_replicating_sites_and_keeps_their_data() {
     assert_eq!(status["peers"].as_array().unwrap().len(), 2);
     assert!(status["peers"][0]["lag_ops"].is_u64() && status["peers"][0]["lag_seconds"].is_f64(), "{status}");
 
-    let _ = std::process::Command::new("kill").args(["-TERM", &dev.id().to_string()]).status();
-    assert!(dev.wait().unwrap().success(), "geostore dev exits 0 on SIGTERM");
-    let mut dev = start();
+    let _ = std::process::Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status();
+    assert!(dev.0.wait().unwrap().success(), "geostore dev exits 0 on SIGTERM");
+    let _dev = start();
     assert_eq!(json(&["kv", "get", "greeting", "--endpoint", &endpoint(1), "--json"])["value"], "hello");
-    let _ = dev.kill();
-    let _ = dev.wait();
 }
