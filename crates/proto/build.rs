@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): cargo shares a build script's compiled binary between checkouts
+    // of the same workspace that use one target directory, so a path baked in at compile time could point
+    // at another checkout's protos.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["geostore/v1/kv.proto", "geostore/v1/replication.proto", "geostore/v1/cluster.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

@@ -229,7 +229,8 @@ async fn serve_pull(
                 .filter(|(_, record)| record.origin != peer)
                 .map(|(sequence, record)| pb::LogEntry { sequence, record: record.encode() })
                 .collect();
-            let batch = pb::PullBatch { partition: partition as u32, entries, through, head };
+            let batch =
+                pb::PullBatch { partition: partition as u32, entries, through, head, after: cursors[partition] };
             if !send(pb::pull_message::Message::Batch(batch)).await {
                 return;
             }
@@ -478,8 +479,15 @@ async fn queue_batch(store: &Arc<Store>, peer: &PeerConfig, batch: pb::PullBatch
         records.push((entry.sequence, record));
     }
     let last_applied_unix_ms = records.last().map(|(_, record)| record.hlc.unix_ms());
-    let outcome =
-        store.begin_merge(PeerRecords { peer: peer.site.clone(), partition, records, through: batch.through }).await?;
+    let outcome = store
+        .begin_merge(PeerRecords {
+            peer: peer.site.clone(),
+            partition,
+            records,
+            after: batch.after,
+            through: batch.through,
+        })
+        .await?;
     Ok(PendingMerge { outcome: tokio::spawn(outcome), partition, head: batch.head, last_applied_unix_ms })
 }
 

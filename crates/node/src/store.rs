@@ -134,6 +134,9 @@ pub struct PeerRecords {
     pub partition: u16,
     /// `(sequence in the peer's log, record)`, in the peer's log order.
     pub records: Vec<(u64, LogRecord)>,
+    /// The records continue the peer's log right after this sequence; the batch is refused unless the
+    /// cursor stands exactly there, so a batch that failed can never be skipped by a later one.
+    pub after: u64,
     /// The peer's log has been read up to here (records from this site itself are skipped by the sender).
     pub through: u64,
 }
@@ -955,16 +958,29 @@ impl Writer {
     }
 
     fn apply_merge(&self, peer_records: PeerRecords, group: &mut Group) -> Result<usize, String> {
-        let PeerRecords { peer, partition, records, through } = peer_records;
+        let PeerRecords { peer, partition, records, after, through } = peer_records;
         if partition >= self.identity.partitions {
             return Err(format!("partition {partition} does not exist"));
         }
+        let cursor = group.state.cursors.get(&(peer.clone(), partition)).copied().unwrap_or(0);
+        if cursor != after {
+            return Err(format!(
+                "out of order: the cursor on {peer}'s partition {partition} is at {cursor}, the batch continues from {after}"
+            ));
+        }
+        // Check and decode everything first: a batch is merged whole or not at all.
+        let mut decoded = Vec::with_capacity(records.len());
+        for (sequence, record) in records {
+            if partition_of(&record.key, self.identity.partitions).0 != partition {
+                return Err(format!("record {sequence} from {peer} holds a key of another partition than {partition}"));
+            }
+            let remote = decode_entry(&record.entry)
+                .map_err(|e| format!("unreadable entry in record {sequence} from {peer}: {e}"))?;
+            decoded.push((record, remote));
+        }
         let mut changed = 0;
         let now_ms = self.clock.wall().now_unix_ms();
-        for (_, record) in records {
-            if partition_of(&record.key, self.identity.partitions).0 != partition {
-                return Err(format!("a record for partition {partition} holds a key of another partition"));
-            }
+        for (record, remote) in decoded {
             let origin = (record.origin.clone(), partition);
             // Changes from one origin reach this replica in the origin's order along every path, so one
             // at or below what this replica has seen from that origin is already reflected here (it is a
@@ -973,7 +989,6 @@ impl Writer {
             if record.origin_sequence > 0 && record.origin_sequence <= seen {
                 continue;
             }
-            let remote = decode_entry(&record.entry).map_err(|e| format!("unreadable entry from {peer}: {e}"))?;
             let data_key = layout::data_key(partition, &record.key);
             let local = self.load(&data_key, group)?;
             let mut merged = local.clone();
@@ -1225,16 +1240,20 @@ mod tests {
         remote.apply(&Op::Increment { delta: 4 }, marker).unwrap();
         let key = b"k".to_vec();
         let partition = partition_of(&key, 64).0;
-        let batch = |through| PeerRecords {
+        let batch = |after, through| PeerRecords {
             peer: "b".into(),
             partition,
             records: vec![(through, record(&key, "c", 17, &remote))],
+            after,
             through,
         };
-        assert_eq!(store.merge(batch(5)).await.unwrap(), 1);
+        assert_eq!(store.merge(batch(0, 5)).await.unwrap(), 1);
+        // A batch that does not continue from the cursor is refused: nothing is ever skipped.
+        let error = store.merge(batch(6, 9)).await.unwrap_err();
+        assert!(error.contains("out of order"), "{error}");
         // The same record again (a duplicate, or the same change relayed by another site): no change, not
         // logged again, but the cursor still moves.
-        assert_eq!(store.merge(batch(9)).await.unwrap(), 0);
+        assert_eq!(store.merge(batch(5, 9)).await.unwrap(), 0);
         let progress = store.progress();
         assert_eq!(progress.heads[usize::from(partition)], 1);
         assert_eq!(progress.cursors[&("b".to_string(), partition)], 9);

@@ -1,0 +1,358 @@
+//! The lock table: the deterministic state machine that the cross-site Raft group replicates.
+//!
+//! Every change is a [`Command`] applied at a Raft log index by [`LockTable::apply`]. The table reads no
+//! clock: time comes inside the commands, as the leader's clock when it proposed them. That is how leases
+//! are "timed by the leader": the leader proposes [`Command::Expire`] when, by its clock, a lease ran out,
+//! and a new leader first proposes [`Command::RestartLeases`], which gives every lease a full TTL from its
+//! own clock, so a lease is never cut short by a change of leader.
+//!
+//! Invariants (asserted where they are established):
+//! - A lock has at most one holder.
+//! - The fencing token of a grant is the log index of the entry that made it, so tokens strictly increase
+//!   per lock and across all locks, whichever leader proposed them.
+//! - Waiters are granted in the order they asked (first come, first served); a waiter is granted in the
+//!   same entry that frees the lock, so nobody wakes up to a timer.
+//! - A request id is applied once: a retried acquire or release gets the outcome of the first.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Request ids remembered for exactly-once retries; the oldest are forgotten beyond this.
+pub const REMEMBERED_REQUESTS_MAX: usize = 100_000;
+/// Waiters one lock may queue.
+pub const WAITERS_PER_LOCK_MAX: usize = 10_000;
+
+/// Who asks: a client id and its request number (unique per client).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: String,
+    pub request: u64,
+}
+
+/// How long an acquire may wait for the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wait {
+    /// Fail at once if the lock is held.
+    Try,
+    /// Queue until the leader's clock reaches this time (ms since the Unix epoch).
+    Until(u64),
+}
+
+/// A change to the table, with the leader's clock (`now_ms`, ms since the Unix epoch) when proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Acquire {
+        id: RequestId,
+        name: String,
+        ttl_ms: u64,
+        wait: Wait,
+        now_ms: u64,
+    },
+    Release {
+        id: RequestId,
+        name: String,
+        token: u64,
+        now_ms: u64,
+    },
+    KeepAlive {
+        name: String,
+        token: u64,
+        now_ms: u64,
+    },
+    /// The leader saw this grant's lease run out by its clock.
+    Expire {
+        name: String,
+        token: u64,
+        now_ms: u64,
+    },
+    /// The leader saw this waiter's deadline pass.
+    GiveUp {
+        id: RequestId,
+        name: String,
+        now_ms: u64,
+    },
+    /// A lock-delay ended: grant the lock to its first waiter, if any.
+    EndDelay {
+        name: String,
+        now_ms: u64,
+    },
+    /// A new leader restarts every lease's clock from its own.
+    RestartLeases {
+        now_ms: u64,
+    },
+}
+
+impl Command {
+    /// The leader's clock when the command was proposed.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Command::Acquire { now_ms, .. }
+            | Command::Release { now_ms, .. }
+            | Command::KeepAlive { now_ms, .. }
+            | Command::Expire { now_ms, .. }
+            | Command::GiveUp { now_ms, .. }
+            | Command::EndDelay { now_ms, .. }
+            | Command::RestartLeases { now_ms } => *now_ms,
+        }
+    }
+}
+
+/// A lock held by one client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub name: String,
+    pub token: u64,
+    pub holder: RequestId,
+    pub ttl_ms: u64,
+    /// By the leader's clock.
+    pub expires_at_ms: u64,
+}
+
+/// What happened to an acquire or release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Granted(Grant),
+    /// Queued behind the holder and earlier waiters; a later entry grants it or gives up.
+    Queued {
+        position: usize,
+    },
+    /// `Wait::Try` and the lock is held (or in its lock-delay).
+    Busy {
+        holder_token: Option<u64>,
+    },
+    Released,
+    /// Release or keep-alive with a token that does not hold the lock (it expired, or never did).
+    NotHolder {
+        current_token: Option<u64>,
+    },
+    /// The waiter's deadline passed.
+    TimedOut,
+    /// Refused without any change (a limit).
+    Refused(String),
+}
+
+/// Something a waiting caller may be told about, produced by an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The outcome of the request `id` is now known.
+    Decided { id: RequestId, outcome: Outcome },
+    /// A grant ended without a release (its lease expired); its holder has lost the lock.
+    Expired { name: String, token: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Waiter {
+    id: RequestId,
+    ttl_ms: u64,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Lock {
+    holder: Option<Grant>,
+    waiters: VecDeque<Waiter>,
+    /// After an expiry, no grant before this time (lock-delay).
+    delayed_until_ms: u64,
+    /// The last token granted for this lock.
+    last_token: u64,
+}
+
+/// The replicated lock table. Serializable whole, for Raft snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockTable {
+    locks: BTreeMap<String, Lock>,
+    /// Outcomes of recent requests, for retries; `order` says which to forget first.
+    decided: BTreeMap<RequestId, Outcome>,
+    order: VecDeque<RequestId>,
+    /// The highest token granted by any lock, and the last index applied.
+    last_token: u64,
+    last_index: u64,
+    /// How long an expired (not released) lock stays ungranted.
+    lock_delay_ms: u64,
+}
+
+impl LockTable {
+    pub fn new(lock_delay_ms: u64) -> Self {
+        LockTable { lock_delay_ms, ..LockTable::default() }
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// The current holder of a lock.
+    pub fn holder(&self, name: &str) -> Option<&Grant> {
+        self.locks.get(name).and_then(|lock| lock.holder.as_ref())
+    }
+
+    /// The requests queued for a lock, in grant order.
+    pub fn waiters(&self, name: &str) -> Vec<RequestId> {
+        self.locks.get(name).map(|lock| lock.waiters.iter().map(|w| w.id.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Every held lock, by name.
+    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
+        self.locks.values().filter_map(|lock| lock.holder.as_ref())
+    }
+
+    /// What the leader should propose by `now_ms`: expiries of leases, waiters past their deadline, and
+    /// lock-delays that ended.
+    pub fn due(&self, now_ms: u64) -> Vec<Command> {
+        let mut due = Vec::new();
+        for (name, lock) in &self.locks {
+            if let Some(grant) = &lock.holder
+                && grant.expires_at_ms <= now_ms
+            {
+                due.push(Command::Expire { name: name.clone(), token: grant.token, now_ms });
+            }
+            if lock.holder.is_none() && !lock.waiters.is_empty() && lock.delayed_until_ms <= now_ms {
+                due.push(Command::EndDelay { name: name.clone(), now_ms });
+            }
+            for waiter in lock.waiters.iter().filter(|w| w.deadline_ms <= now_ms) {
+                due.push(Command::GiveUp { id: waiter.id.clone(), name: name.clone(), now_ms });
+            }
+        }
+        due
+    }
+
+    /// Applies the entry at `index` (strictly after the last one) and returns what it decided.
+    pub fn apply(&mut self, index: u64, command: Command) -> Vec<Event> {
+        assert!(index > self.last_index, "entry {index} applied after entry {}", self.last_index);
+        self.last_index = index;
+        let now_ms = command.now_ms();
+        let mut events = Vec::new();
+        match command {
+            Command::Acquire { id, name, ttl_ms, wait, now_ms } => {
+                if let Some(outcome) = self.decided.get(&id) {
+                    events.push(Event::Decided { id, outcome: outcome.clone() });
+                    return events;
+                }
+                let lock = self.locks.entry(name.clone()).or_default();
+                if lock.waiters.iter().any(|w| w.id == id) {
+                    // A retry of a queued acquire: still queued.
+                    let position = lock.waiters.iter().position(|w| w.id == id).expect("present") + 1;
+                    events.push(Event::Decided { id, outcome: Outcome::Queued { position } });
+                    return events;
+                }
+                let free = lock.holder.is_none() && lock.waiters.is_empty() && lock.delayed_until_ms <= now_ms;
+                let outcome = if free {
+                    let grant = self.grant(index, &name, id.clone(), ttl_ms, now_ms);
+                    Outcome::Granted(grant)
+                } else {
+                    let lock = self.locks.get_mut(&name).expect("created above");
+                    match wait {
+                        Wait::Try => Outcome::Busy { holder_token: lock.holder.as_ref().map(|g| g.token) },
+                        Wait::Until(_) if lock.waiters.len() >= WAITERS_PER_LOCK_MAX => {
+                            Outcome::Refused(format!("lock {name:?} already has {WAITERS_PER_LOCK_MAX} waiters"))
+                        }
+                        Wait::Until(deadline_ms) => {
+                            lock.waiters.push_back(Waiter { id: id.clone(), ttl_ms, deadline_ms });
+                            let position = lock.waiters.len();
+                            events.push(Event::Decided { id, outcome: Outcome::Queued { position } });
+                            return events;
+                        }
+                    }
+                };
+                self.decide(id, outcome, &mut events);
+            }
+            Command::Release { id, name, token, now_ms } => {
+                if let Some(outcome) = self.decided.get(&id) {
+                    events.push(Event::Decided { id, outcome: outcome.clone() });
+                    return events;
+                }
+                let current = self.holder(&name).map(|grant| grant.token);
+                if current == Some(token) {
+                    self.locks.get_mut(&name).expect("held").holder = None;
+                    self.decide(id, Outcome::Released, &mut events);
+                    self.grant_next(index, &name, now_ms, &mut events);
+                } else {
+                    self.decide(id, Outcome::NotHolder { current_token: current }, &mut events);
+                }
+            }
+            Command::KeepAlive { name, token, now_ms } => {
+                if let Some(grant) = self.locks.get_mut(&name).and_then(|lock| lock.holder.as_mut())
+                    && grant.token == token
+                {
+                    grant.expires_at_ms = now_ms + grant.ttl_ms;
+                }
+            }
+            Command::Expire { name, token, now_ms } => {
+                let lock_delay_ms = self.lock_delay_ms;
+                let Some(lock) = self.locks.get_mut(&name) else { return events };
+                // Only the grant the leader saw expire, and only if it has not been kept alive since.
+                if lock.holder.as_ref().is_some_and(|g| g.token == token && g.expires_at_ms <= now_ms) {
+                    lock.holder = None;
+                    lock.delayed_until_ms = now_ms + lock_delay_ms;
+                    events.push(Event::Expired { name: name.clone(), token });
+                    self.grant_next(index, &name, now_ms, &mut events);
+                }
+            }
+            Command::GiveUp { id, name, now_ms } => {
+                let Some(lock) = self.locks.get_mut(&name) else { return events };
+                if let Some(position) = lock.waiters.iter().position(|w| w.id == id && w.deadline_ms <= now_ms) {
+                    lock.waiters.remove(position);
+                    self.decide(id, Outcome::TimedOut, &mut events);
+                }
+            }
+            Command::EndDelay { name, now_ms } => self.grant_next(index, &name, now_ms, &mut events),
+            Command::RestartLeases { now_ms } => {
+                for grant in self.locks.values_mut().filter_map(|lock| lock.holder.as_mut()) {
+                    grant.expires_at_ms = grant.expires_at_ms.max(now_ms + grant.ttl_ms);
+                }
+            }
+        }
+        self.forget_unused(now_ms);
+        events
+    }
+
+    /// Grants `name` to its first waiter if it is free and not in its lock-delay.
+    fn grant_next(&mut self, index: u64, name: &str, now_ms: u64, events: &mut Vec<Event>) {
+        // Waiters whose deadline has passed are told so instead of being granted.
+        loop {
+            let Some(lock) = self.locks.get_mut(name) else { return };
+            if lock.holder.is_some() || lock.delayed_until_ms > now_ms {
+                return;
+            }
+            let Some(waiter) = lock.waiters.pop_front() else { return };
+            if waiter.deadline_ms <= now_ms {
+                self.decide(waiter.id, Outcome::TimedOut, events);
+                continue;
+            }
+            let grant = self.grant(index, name, waiter.id.clone(), waiter.ttl_ms, now_ms);
+            self.decide(waiter.id, Outcome::Granted(grant), events);
+            return;
+        }
+    }
+
+    fn grant(&mut self, index: u64, name: &str, holder: RequestId, ttl_ms: u64, now_ms: u64) -> Grant {
+        let lock = self.locks.get_mut(name).expect("the lock exists");
+        assert!(lock.holder.is_none(), "lock {name:?} granted while held");
+        // The fencing token is the index of this entry: strictly above every earlier grant, of this lock
+        // and of any other, whichever leader proposed it.
+        assert!(index > lock.last_token && index > self.last_token, "fencing token {index} does not increase");
+        lock.last_token = index;
+        self.last_token = index;
+        let grant = Grant { name: name.to_string(), token: index, holder, ttl_ms, expires_at_ms: now_ms + ttl_ms };
+        lock.holder = Some(grant.clone());
+        grant
+    }
+
+    fn decide(&mut self, id: RequestId, outcome: Outcome, events: &mut Vec<Event>) {
+        self.decided.insert(id.clone(), outcome.clone());
+        self.order.push_back(id.clone());
+        while self.order.len() > REMEMBERED_REQUESTS_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.decided.remove(&oldest);
+            }
+        }
+        events.push(Event::Decided { id, outcome });
+    }
+
+    /// Drops locks that are neither held, awaited nor in a lock-delay, so the table does not grow with every
+    /// name ever used. Their last token need not be kept: tokens are log indexes and only grow.
+    fn forget_unused(&mut self, now_ms: u64) {
+        self.locks
+            .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty() || lock.delayed_until_ms > now_ms);
+    }
+}

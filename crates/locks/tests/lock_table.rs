@@ -1,0 +1,217 @@
+//! The lock table's rules, one test each, and its invariants on random command sequences.
+
+use geostore_locks::{Command, Event, LockTable, Outcome, RequestId, Wait};
+use proptest::prelude::*;
+
+fn id(client: &str, request: u64) -> RequestId {
+    RequestId { client: client.into(), request }
+}
+
+fn acquire(client: &str, request: u64, wait: Wait, now_ms: u64) -> Command {
+    Command::Acquire { id: id(client, request), name: "job".into(), ttl_ms: 1000, wait, now_ms }
+}
+
+fn outcome(events: &[Event], of: &RequestId) -> Option<Outcome> {
+    events.iter().find_map(|event| match event {
+        Event::Decided { id, outcome } if id == of => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+fn granted_token(events: &[Event], of: &RequestId) -> Option<u64> {
+    match outcome(events, of) {
+        Some(Outcome::Granted(grant)) => Some(grant.token),
+        _ => None,
+    }
+}
+
+#[test]
+fn waiters_are_served_first_come_first_served_with_the_releasing_entry_as_token() {
+    let mut table = LockTable::new(0);
+    assert_eq!(granted_token(&table.apply(1, acquire("a", 1, Wait::Try, 0)), &id("a", 1)), Some(1));
+    assert_eq!(
+        outcome(&table.apply(2, acquire("b", 1, Wait::Try, 0)), &id("b", 1)),
+        Some(Outcome::Busy { holder_token: Some(1) })
+    );
+    assert_eq!(
+        outcome(&table.apply(3, acquire("c", 1, Wait::Until(500), 0)), &id("c", 1)),
+        Some(Outcome::Queued { position: 1 })
+    );
+    assert_eq!(
+        outcome(&table.apply(4, acquire("d", 1, Wait::Until(500), 0)), &id("d", 1)),
+        Some(Outcome::Queued { position: 2 })
+    );
+    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 10 };
+    let events = table.apply(5, release);
+    assert_eq!(outcome(&events, &id("a", 2)), Some(Outcome::Released));
+    assert_eq!(granted_token(&events, &id("c", 1)), Some(5), "the first waiter, in the same entry");
+    let events = table.apply(6, Command::Release { id: id("c", 2), name: "job".into(), token: 5, now_ms: 20 });
+    assert_eq!(granted_token(&events, &id("d", 1)), Some(6));
+}
+
+#[test]
+fn a_retried_request_is_applied_once() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    // The retry (say, after a leader change) gets the first outcome, not a second grant.
+    assert_eq!(granted_token(&table.apply(2, acquire("a", 1, Wait::Try, 0)), &id("a", 1)), Some(1));
+    assert_eq!(table.holder("job").unwrap().token, 1);
+    table.apply(3, acquire("b", 1, Wait::Until(10_000), 0));
+    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 5 };
+    table.apply(4, release.clone());
+    assert_eq!(table.holder("job").unwrap().token, 4);
+    // A retried release must not release b's grant.
+    assert_eq!(outcome(&table.apply(5, release), &id("a", 2)), Some(Outcome::Released));
+    assert_eq!(table.holder("job").unwrap().token, 4);
+}
+
+#[test]
+fn a_release_with_a_stale_token_changes_nothing() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    let events = table.apply(2, Command::Release { id: id("x", 1), name: "job".into(), token: 7, now_ms: 0 });
+    assert_eq!(outcome(&events, &id("x", 1)), Some(Outcome::NotHolder { current_token: Some(1) }));
+    assert_eq!(table.holder("job").unwrap().token, 1);
+}
+
+#[test]
+fn a_lease_expires_only_by_the_leaders_clock_and_keep_alive_extends_it() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    assert!(table.due(999).is_empty());
+    table.apply(2, Command::KeepAlive { name: "job".into(), token: 1, now_ms: 900 });
+    // An expiry proposed from an older view (before the keep-alive) does nothing.
+    table.apply(3, Command::Expire { name: "job".into(), token: 1, now_ms: 1000 });
+    assert_eq!(table.holder("job").unwrap().token, 1);
+    assert_eq!(table.due(1900), vec![Command::Expire { name: "job".into(), token: 1, now_ms: 1900 }]);
+    let events = table.apply(4, Command::Expire { name: "job".into(), token: 1, now_ms: 1900 });
+    assert_eq!(events, vec![Event::Expired { name: "job".into(), token: 1 }]);
+    assert!(table.holder("job").is_none());
+}
+
+#[test]
+fn a_new_leader_restarts_lease_clocks_and_never_shortens_one() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, Command::RestartLeases { now_ms: 600 });
+    assert_eq!(table.holder("job").unwrap().expires_at_ms, 1600);
+    // A leader whose clock is behind cannot shorten it.
+    table.apply(3, Command::RestartLeases { now_ms: 100 });
+    assert_eq!(table.holder("job").unwrap().expires_at_ms, 1600);
+}
+
+#[test]
+fn lock_delay_keeps_an_expired_lock_ungranted_then_grants_the_first_waiter() {
+    let mut table = LockTable::new(500);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, acquire("b", 1, Wait::Until(10_000), 0));
+    let events = table.apply(3, Command::Expire { name: "job".into(), token: 1, now_ms: 1000 });
+    assert_eq!(granted_token(&events, &id("b", 1)), None, "granted during the lock-delay");
+    assert!(matches!(
+        outcome(&table.apply(4, acquire("c", 1, Wait::Try, 1200)), &id("c", 1)),
+        Some(Outcome::Busy { .. })
+    ));
+    assert!(table.due(1400).iter().all(|c| !matches!(c, Command::EndDelay { .. })));
+    assert_eq!(table.due(1500), vec![Command::EndDelay { name: "job".into(), now_ms: 1500 }]);
+    assert_eq!(
+        granted_token(&table.apply(5, Command::EndDelay { name: "job".into(), now_ms: 1500 }), &id("b", 1)),
+        Some(5)
+    );
+}
+
+#[test]
+fn a_waiter_past_its_deadline_times_out_and_is_never_granted() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, acquire("b", 1, Wait::Until(300), 0));
+    table.apply(3, acquire("c", 1, Wait::Until(10_000), 0));
+    let give_up = table.due(300).into_iter().find(|c| matches!(c, Command::GiveUp { .. })).unwrap();
+    assert_eq!(outcome(&table.apply(4, give_up), &id("b", 1)), Some(Outcome::TimedOut));
+    let events = table.apply(5, Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 400 });
+    assert_eq!(granted_token(&events, &id("c", 1)), Some(5));
+}
+
+#[test]
+fn the_table_round_trips_through_a_snapshot() {
+    let mut table = LockTable::new(250);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, acquire("b", 1, Wait::Until(900), 0));
+    let bytes = postcard::to_stdvec(&table).unwrap();
+    assert_eq!(postcard::from_bytes::<LockTable>(&bytes).unwrap(), table);
+}
+
+fn command_strategy() -> impl Strategy<Value = Command> {
+    let name = prop::sample::select(vec!["x".to_string(), "y".to_string()]);
+    let client = prop::sample::select(vec!["a".to_string(), "b".to_string(), "c".to_string()]);
+    prop_oneof![
+        (client.clone(), 0_u64..6, name.clone(), 1_u64..500, prop::bool::ANY, 0_u64..600).prop_map(
+            |(client, request, name, ttl_ms, try_only, deadline)| Command::Acquire {
+                id: RequestId { client, request },
+                name,
+                ttl_ms,
+                wait: if try_only { Wait::Try } else { Wait::Until(deadline) },
+                now_ms: 0,
+            }
+        ),
+        (client, 0_u64..6, name.clone(), 0_u64..40).prop_map(|(client, request, name, token)| Command::Release {
+            id: RequestId { client, request: request + 100 },
+            name,
+            token,
+            now_ms: 0,
+        }),
+        (name.clone(), 0_u64..40).prop_map(|(name, token)| Command::KeepAlive { name, token, now_ms: 0 }),
+        Just(Command::RestartLeases { now_ms: 0 }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn tokens_strictly_increase_and_a_lock_has_one_holder(
+        commands in prop::collection::vec((command_strategy(), 0_u64..50), 1..80),
+        lock_delay_ms in 0_u64..100,
+    ) {
+        let mut table = LockTable::new(lock_delay_ms);
+        let mut now_ms = 0;
+        let mut index = 0;
+        let mut last_token = 0;
+        for (mut command, advance_ms) in commands {
+            now_ms += advance_ms;
+            // The leader's clock moves forward; it also proposes whatever is due.
+            set_now(&mut command, now_ms);
+            let mut batch = table.due(now_ms);
+            batch.push(command);
+            for command in batch {
+                index += 1;
+                for event in table.apply(index, command) {
+                    if let Event::Decided { outcome: Outcome::Granted(grant), .. } = event {
+                        // A retried request repeats an old grant; a new one must be this entry.
+                        if grant.token > last_token {
+                            prop_assert_eq!(grant.token, index);
+                            last_token = grant.token;
+                        }
+                    }
+                }
+                for grant in table.grants() {
+                    prop_assert!(grant.token <= last_token);
+                }
+            }
+        }
+    }
+}
+
+fn set_now(command: &mut Command, now: u64) {
+    match command {
+        Command::Acquire { now_ms, wait, .. } => {
+            *now_ms = now;
+            if let Wait::Until(deadline) = wait {
+                *deadline += now;
+            }
+        }
+        Command::Release { now_ms, .. }
+        | Command::KeepAlive { now_ms, .. }
+        | Command::Expire { now_ms, .. }
+        | Command::GiveUp { now_ms, .. }
+        | Command::EndDelay { now_ms, .. }
+        | Command::RestartLeases { now_ms } => *now_ms = now,
+    }
+}
