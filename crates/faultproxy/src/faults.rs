@@ -62,6 +62,10 @@ pub struct ProxyStats {
     pub bytes_forward: u64,
     /// Bytes written back to clients (upstream->client direction).
     pub bytes_backward: u64,
+    /// Bytes read from one side and not yet written to the other (waiting out their delay or a cut), both
+    /// directions together. Data held back by a cut before it is read is not counted: it is still in the
+    /// kernel's socket buffers.
+    pub bytes_in_flight: u64,
     /// Open connections reset by `Proxy::reset_connections`.
     pub resets: u64,
 }

@@ -60,6 +60,7 @@ pub(crate) struct Counters {
     connections_refused: AtomicU64,
     pub(crate) bytes_forward: AtomicU64,
     pub(crate) bytes_backward: AtomicU64,
+    pub(crate) bytes_in_flight: AtomicU64,
     resets: AtomicU64,
 }
 
@@ -100,6 +101,7 @@ impl Proxy {
         self.handle.shared.faults.send_replace(faults);
     }
 
+    /// The fault settings in force now.
     pub fn faults(&self) -> Faults {
         self.handle.shared.faults.borrow().clone()
     }
@@ -127,6 +129,7 @@ impl Proxy {
             connections_open: shared.lock_connections().len() as u64,
             bytes_forward: counters.bytes_forward.load(Ordering::Relaxed),
             bytes_backward: counters.bytes_backward.load(Ordering::Relaxed),
+            bytes_in_flight: counters.bytes_in_flight.load(Ordering::Relaxed),
             resets: counters.resets.load(Ordering::Relaxed),
         }
     }

@@ -320,13 +320,45 @@ async fn cut_forward_builds_back_pressure() {
     }
     assert!(stalled, "wrote {total} bytes into a cut link without blocking");
     assert_eq!(upstream.received_len(), 1, "data crossed a cut link");
-    assert_eq!(proxy.stats().bytes_forward, 1);
+    let stats = proxy.stats();
+    assert_eq!(stats.bytes_forward, 1);
+    assert_eq!(stats.bytes_in_flight, 0, "the proxy read from a cut direction instead of leaving the data unread");
 
     proxy.set_faults(Faults::default());
     eventually("the held data reaches the upstream", || upstream.received_len() >= total).await;
     let received = upstream.received();
     assert_eq!(received.len(), total);
     assert!(received.iter().enumerate().all(|(i, byte)| *byte == (i % 251) as u8), "the held data changed");
+    drop(stream);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn cut_holds_data_already_in_flight() {
+    const DELAY: Duration = Duration::from_millis(1500);
+    let upstream = Upstream::start(Mode::Sink).await;
+    let proxy = Proxy::start(localhost(), upstream.addr).await.unwrap();
+    let mut stream = connect(&proxy).await;
+    within("first byte", stream.write_all(b"<")).await.unwrap();
+    eventually("the upstream has the first byte", || upstream.received_len() == 1).await;
+
+    proxy.set_faults(Faults::delay(DELAY.as_millis() as u64));
+    let sent_at = Instant::now();
+    within("write", stream.write_all(b"in flight")).await.unwrap();
+    // The data is read at once and then waits out its delay, which leaves ample time to cut the link.
+    eventually("the proxy has read the data", || proxy.stats().bytes_in_flight == 9).await;
+    proxy.set_faults(Faults { cut_forward: true, ..Faults::delay(DELAY.as_millis() as u64) });
+    assert!(sent_at.elapsed() < DELAY, "the test was too slow to cut the link before the data was due");
+
+    // Past the data's due time, the cut must still hold it.
+    tokio::time::sleep_until((sent_at + DELAY + STALL_WINDOW).into()).await;
+    assert_eq!(upstream.received(), b"<", "data in flight crossed the cut");
+    assert_eq!(proxy.stats().bytes_in_flight, 9);
+
+    proxy.set_faults(Faults::default());
+    eventually("the held data reaches the upstream", || upstream.received_len() == 10).await;
+    assert_eq!(upstream.received(), b"<in flight");
+    assert_eq!(proxy.stats().bytes_in_flight, 0);
     drop(stream);
     proxy.shutdown().await;
 }
@@ -418,16 +450,25 @@ async fn reset_connections_closes_open_connections() {
 }
 
 #[tokio::test]
-async fn reset_reaches_a_cut_connection() {
+async fn reset_reaches_a_cut_connection_with_data_in_flight() {
     let upstream = Upstream::start(Mode::Echo).await;
     let proxy = Proxy::start(localhost(), upstream.addr).await.unwrap();
     let mut stream = connect(&proxy).await;
     round_trip(&mut stream, b"hello").await;
-    proxy.set_faults(Faults::black_hole());
+    proxy.set_faults(Faults::delay(60_000));
+    within("write with a long delay", stream.write_all(b"queued")).await.unwrap();
+    eventually("the proxy has read the data", || proxy.stats().bytes_in_flight == 6).await;
+    proxy.set_faults(Faults { delay_ms: 60_000, ..Faults::black_hole() });
     within("write during the cut", stream.write_all(b"held")).await.unwrap();
 
     proxy.reset_connections();
     assert_closed(&mut stream).await;
+    eventually("the connection is gone and its queue forgotten", || {
+        let stats = proxy.stats();
+        stats.connections_open == 0 && stats.bytes_in_flight == 0
+    })
+    .await;
+    assert_eq!(upstream.received(), b"hello");
     proxy.shutdown().await;
 }
 

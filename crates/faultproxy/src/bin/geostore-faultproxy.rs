@@ -8,11 +8,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use geostore_faultproxy::{Proxy, serve_control};
 use tokio::net::TcpListener;
+
+/// How long the control API may take to finish its requests when the process stops.
+const CONTROL_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A fault-injecting TCP proxy emulating wide-area links (delay, jitter, partitions, resets).
 #[derive(Parser, Debug)]
@@ -81,13 +85,20 @@ async fn main() -> anyhow::Result<()> {
     }));
     let outcome = tokio::select! {
         signal = terminated() => signal.context("cannot wait for signals"),
-        served = &mut control_task => match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(anyhow::Error::new(error).context("control API failed")),
-            Err(error) => Err(anyhow::Error::new(error).context("control API task failed")),
-        },
+        served = &mut control_task => Err(match served {
+            Ok(Ok(())) => anyhow::anyhow!("control API stopped by itself"),
+            Ok(Err(error)) => anyhow::Error::new(error).context("control API failed"),
+            Err(error) => anyhow::Error::new(error).context("control API task failed"),
+        }),
     };
-    let _ = stop_control.send(());
+    if !control_task.is_finished() {
+        // Letting the control API finish its requests keeps a client that changed faults from seeing an
+        // error on the way out, but a client that holds its connection must not keep the process alive.
+        let _ = stop_control.send(());
+        if tokio::time::timeout(CONTROL_SHUTDOWN_GRACE, &mut control_task).await.is_err() {
+            control_task.abort();
+        }
+    }
     for (_, proxy) in links {
         proxy.shutdown().await;
     }
