@@ -54,12 +54,8 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             ..NodeSettings::default()
         };
         let config = settings.resolve().map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let http = tokio::net::TcpListener::bind(&http_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {http_listen}: {e}"))?;
+        let listener = crate::node::bind(&listen).await?;
+        let http = crate::node::bind(&http_listen).await?;
         println!("site {site}: grpc {} http http://{http_listen} data {}", endpoint(i), config.data_dir.display());
         let mut stopped = stopped.clone();
         let shutdown = async move {

@@ -107,15 +107,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         gc_interval_ms: args.gc_interval_ms,
     };
     let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = bind(&config.listen).await?;
     let http_listener = match &config.http_listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?,
-        ),
+        Some(address) => Some(bind(address).await?),
         None => None,
     };
     // Scripts and tests read these lines to learn the ports chosen for port 0.
@@ -125,6 +119,11 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
     geostore_node::run(config, listener, http_listener, shutdown_signal()).await
+}
+
+/// Binds a TCP listener, with an error that names the address.
+pub async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -33,10 +33,7 @@ impl Cluster for ClusterService {
             .expect("peer states lock poisoned")
             .values()
             .map(|peer| {
-                let cursors: Vec<u64> = (0..identity.partitions)
-                    .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
-                    .collect();
-                let (lag_ops, lag_seconds) = peer.lag(&cursors, now_ms);
+                let (lag_ops, lag_seconds) = peer.lag(&progress.cursors_of(&peer.site), now_ms);
                 pb::PeerStatus {
                     site: peer.site.clone(),
                     endpoint: peer.endpoint.clone(),

@@ -55,7 +55,7 @@ async fn collect_garbage(
         for partition in 0..store.identity().partitions {
             let index = usize::from(partition);
             let Some(through) = replication::collectable_through(&store, &peers, &acks, partition) else { continue };
-            let after = scanned[index].max(store.progress().log_starts[index].saturating_sub(1));
+            let after = scanned[index].max(store.log_bounds()[index].0.saturating_sub(1));
             if through <= after {
                 continue;
             }

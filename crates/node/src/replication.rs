@@ -136,7 +136,7 @@ impl Replication for ReplicationService {
     async fn digest(&self, request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
         let partition = self.partition(request.into_inner().partition)?;
         // The head is taken before the digest, so the digest reflects at least everything up to it.
-        let head = self.store.progress().heads[usize::from(partition)];
+        let (_, head) = self.store.log_bounds()[usize::from(partition)];
         let store = self.store.clone();
         let buckets = tokio::task::spawn_blocking(move || store.partition_digest(partition))
             .await
@@ -193,15 +193,15 @@ async fn serve_pull(
     };
     loop {
         log.borrow_and_update();
-        let progress = store.progress();
+        let bounds = store.log_bounds();
         let mut sent_any = false;
         for partition in 0..cursors.len() {
-            let head = progress.heads[partition];
+            let (log_start, head) = bounds[partition];
             if truncated[partition] || cursors[partition] >= head {
                 continue;
             }
             sent_any = true;
-            if cursors[partition] + 1 < progress.log_starts[partition] {
+            if cursors[partition] + 1 < log_start {
                 truncated[partition] = true;
                 if !send(pb::pull_message::Message::TruncatedPartition(partition as u32)).await {
                     return;
@@ -242,7 +242,7 @@ async fn serve_pull(
         tokio::select! {
             changed = log.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
-                let heads = store.progress().heads;
+                let heads = store.log_bounds().into_iter().map(|(_, head)| head).collect();
                 if !send(pb::pull_message::Message::Heartbeat(pb::Heartbeat { heads })).await {
                     return;
                 }
@@ -377,10 +377,7 @@ async fn run_puller(store: Arc<Store>, peer: PeerConfig, states: PeerStates, mut
 /// Runs one pull stream until it fails; `Ok` means "reconnect at once" (after a catch-up by anti-entropy).
 async fn pull_from(store: &Arc<Store>, peer: &PeerConfig, states: &PeerStates) -> Result<(), String> {
     let mut client = connect(&peer.endpoint).await?;
-    let progress = store.progress();
-    let cursors = (0..store.identity().partitions)
-        .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
-        .collect();
+    let cursors = store.progress().cursors_of(&peer.site);
     let request = pb::PullRequest { site: store.identity().site.clone(), cursors };
     let mut stream =
         client.pull(request).await.map_err(|e| format!("pull from {}: {}", peer.site, e.message()))?.into_inner();
@@ -560,9 +557,7 @@ async fn run_acknowledger(store: Arc<Store>, peer: PeerConfig, mut shutdown: wat
         }
         let Some(connected) = client.as_mut() else { continue };
         let progress = store.progress();
-        let cursors = (0..store.identity().partitions)
-            .map(|partition| progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0))
-            .collect();
+        let cursors = progress.cursors_of(&peer.site);
         let mut request = Request::new(pb::AcknowledgeRequest {
             site: store.identity().site.clone(),
             cursors,
@@ -585,7 +580,7 @@ pub fn collectable_through(store: &Store, peers: &[PeerConfig], acks: &Acks, par
     let acks = acks.lock().expect("acks lock poisoned");
     for peer in peers {
         let (cursors, heads) = acks.get(&peer.site)?;
-        let merged_theirs = progress.cursors.get(&(peer.site.clone(), partition)).copied().unwrap_or(0);
+        let merged_theirs = progress.cursor(&peer.site, partition);
         if merged_theirs < *heads.get(index)? {
             return None;
         }

@@ -202,6 +202,18 @@ pub struct ProgressState {
     pub seen: BTreeMap<(String, u16), u64>,
 }
 
+impl ProgressState {
+    /// This node's cursor on `peer`'s log of `partition` (0: nothing merged yet).
+    pub fn cursor(&self, peer: &str, partition: u16) -> u64 {
+        self.cursors.get(&(peer.to_string(), partition)).copied().unwrap_or(0)
+    }
+
+    /// This node's cursors on `peer`'s log, one per partition.
+    pub fn cursors_of(&self, peer: &str) -> Vec<u64> {
+        (0..self.heads.len() as u16).map(|partition| self.cursor(peer, partition)).collect()
+    }
+}
+
 struct Progress {
     state: Mutex<ProgressState>,
     /// Bumped after every commit that appended to the log; log readers (pull streams) wait on it.
@@ -346,6 +358,14 @@ impl Store {
     /// A copy of the replication progress.
     pub fn progress(&self) -> ProgressState {
         self.progress.state.lock().expect("progress lock poisoned").clone()
+    }
+
+    /// Each partition's log bounds `(first retained sequence, last sequence)`, without copying the
+    /// replication maps that [`Store::progress`] also returns: for the pull streams, which read them after
+    /// every commit.
+    pub fn log_bounds(&self) -> Vec<(u64, u64)> {
+        let state = self.progress.state.lock().expect("progress lock poisoned");
+        state.log_starts.iter().copied().zip(state.heads.iter().copied()).collect()
     }
 
     /// Changes whenever the log grows: wait on it for new records.
@@ -962,7 +982,7 @@ impl Writer {
         if partition >= self.identity.partitions {
             return Err(format!("partition {partition} does not exist"));
         }
-        let cursor = group.state.cursors.get(&(peer.clone(), partition)).copied().unwrap_or(0);
+        let cursor = group.state.cursor(&peer, partition);
         if cursor != after {
             return Err(format!(
                 "out of order: the cursor on {peer}'s partition {partition} is at {cursor}, the batch continues from {after}"
