@@ -63,7 +63,7 @@ impl NodeProcess {
             .arg(&data_dir)
             .args(["--listen", &listen])
             .args(&extra_args)
-            .env("GEOSTORE_LOG", "warn")
+            .env("GEOSTORE_LOG", "warn,openraft=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -161,6 +161,18 @@ impl SiteMesh {
         healthy: geostore_faultproxy::Faults,
         extra_args: &[&str],
     ) -> SiteMesh {
+        Self::start_with(dir, sites, healthy, extra_args, false).await
+    }
+
+    /// [`SiteMesh::start`], and with `lock_group` the nodes also form a lock group (node i has id i + 1;
+    /// all voters), its Raft traffic through the same proxies as replication.
+    pub async fn start_with(
+        dir: &Path,
+        sites: &[&str],
+        healthy: geostore_faultproxy::Faults,
+        extra_args: &[&str],
+        lock_group: bool,
+    ) -> SiteMesh {
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
         let mut links = Vec::new();
         for from in 0..sites.len() {
@@ -188,6 +200,18 @@ impl SiteMesh {
                 let proxy = links[i][j].as_ref().expect("a link between two sites").local_addr();
                 args.push("--peer".into());
                 args.push(format!("{peer}=http://{proxy}"));
+            }
+            if lock_group {
+                args.push("--node-id".into());
+                args.push((i + 1).to_string());
+                for (j, member_site) in sites.iter().enumerate() {
+                    let endpoint = match &links[i][j] {
+                        Some(proxy) => format!("http://{}", proxy.local_addr()),
+                        None => format!("http://127.0.0.1:{}", ports[i]),
+                    };
+                    args.push("--lock-member".into());
+                    args.push(format!("{}={member_site}={endpoint}", j + 1));
+                }
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(NodeProcess::start_at(&dir.join(site), &format!("127.0.0.1:{}", ports[i]), &args));
@@ -218,5 +242,56 @@ impl SiteMesh {
         for proxy in self.links.iter().flatten().flatten() {
             proxy.set_faults(self.healthy.clone());
         }
+    }
+}
+
+/// Raft timing for tests on loopback: elections within about a second.
+pub const FAST_RAFT: [&str; 6] =
+    ["--raft-heartbeat-ms", "100", "--raft-election-timeout-min-ms", "500", "--raft-election-timeout-max-ms", "1000"];
+
+/// Three nodes in sites a, b and c on loopback, replicating with each other and forming a lock group
+/// (ids 1 to 3, all voters), each on a fixed port so it can be restarted at the same address.
+pub fn lock_cluster(dir: &Path, extra_args: &[&str]) -> Vec<NodeProcess> {
+    let sites = ["a", "b", "c"];
+    let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        let mut args: Vec<String> = vec!["--site".into(), site.to_string(), "--node-id".into(), (i + 1).to_string()];
+        for (j, other) in sites.iter().enumerate() {
+            args.push("--lock-member".into());
+            args.push(format!("{}={other}=http://127.0.0.1:{}", j + 1, ports[j]));
+            if j != i {
+                args.push("--peer".into());
+                args.push(format!("{other}=http://127.0.0.1:{}", ports[j]));
+            }
+        }
+        args.extend(FAST_RAFT.iter().map(|a| a.to_string()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(NodeProcess::start_at(&dir.join(site), &format!("127.0.0.1:{}", ports[i]), &args));
+    }
+    nodes
+}
+
+/// The lock group as `endpoint` sees it.
+pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::GroupStatusResponse> {
+    let mut client = geostore_proto::v1::raft_client::RaftClient::connect(endpoint.to_string()).await.ok()?;
+    let request = tonic::Request::new(geostore_proto::v1::GroupStatusRequest {});
+    Some(client.group_status(request).await.ok()?.into_inner())
+}
+
+/// Waits until some node among `endpoints` knows a leader, and returns the leader's id (1-based).
+pub async fn wait_for_leader(endpoints: &[String], within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        for endpoint in endpoints {
+            if let Some(status) = group_status(endpoint).await
+                && status.leader != 0
+            {
+                return status.leader;
+            }
+        }
+        assert!(Instant::now() < deadline, "no lock group leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

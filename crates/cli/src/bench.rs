@@ -16,6 +16,8 @@ use crate::kv::ClientArgs;
 pub enum BenchCommand {
     /// Key-value operations: durable puts, gets, increments.
     Kv(KvBenchArgs),
+    /// Lock acquire+release cycles, against geostore or etcd.
+    Lock(crate::bench_lock::LockBenchArgs),
 }
 
 #[derive(Args)]
@@ -64,7 +66,10 @@ impl BenchOp {
 }
 
 pub async fn run(command: BenchCommand) -> ExitCode {
-    let BenchCommand::Kv(args) = command;
+    let args = match command {
+        BenchCommand::Kv(args) => args,
+        BenchCommand::Lock(args) => return crate::bench_lock::run(args).await,
+    };
     if args.clients == 0 || args.keys == 0 || args.batch == 0 || args.batch > 10_000 {
         eprintln!("error: --clients and --keys must be at least 1, --batch between 1 and 10000");
         return ExitCode::from(crate::EXIT_FAILED);

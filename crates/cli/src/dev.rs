@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use geostore_node::NodeSettings;
-use geostore_node::config::PeerConfig;
+use geostore_node::config::{LockMemberConfig, PeerConfig};
 
 /// The sites of the development cluster.
 const SITES: [&str; 3] = ["dc0", "dc1", "dc2"];
@@ -20,7 +20,8 @@ pub struct DevArgs {
     port_base: u16,
 }
 
-/// `geostore dev`: a three-site cluster in this process, one node per site, replicating with each other.
+/// `geostore dev`: a three-site cluster in this process, one node per site, replicating with each other;
+/// the three nodes are the voters of the lock group (ids 1 to 3).
 pub async fn run(args: DevArgs) -> ExitCode {
     match run_dev(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,7 +46,19 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             .filter(|(j, _)| *j as u16 != i)
             .map(|(j, peer_site)| PeerConfig { site: peer_site.to_string(), endpoint: endpoint(j as u16) })
             .collect();
+        let lock_members = SITES
+            .iter()
+            .enumerate()
+            .map(|(j, member_site)| LockMemberConfig {
+                id: j as u64 + 1,
+                site: member_site.to_string(),
+                endpoint: endpoint(j as u16),
+                voter: true,
+            })
+            .collect();
         let settings = NodeSettings {
+            node_id: Some(u64::from(i) + 1),
+            lock_members: Some(lock_members),
             data_dir: Some(args.dir.join(site)),
             listen: Some(listen.clone()),
             http_listen: Some(http_listen.clone()),

@@ -1,11 +1,13 @@
 //! `geostore`: run a node, read and write keys, load-test a cluster.
 //!
 //! Exit codes: 0 success; 1 the command failed and changed nothing; 2 bad usage; 3 the outcome of a write
-//! is unknown (it may have been applied).
+//! is unknown (it may have been applied); 4 a lock held by `lock run` or `election campaign` was lost.
 
 mod bench;
+mod bench_lock;
 mod dev;
 mod kv;
+mod lock;
 mod node;
 mod status;
 
@@ -28,6 +30,10 @@ enum Command {
     Dev(dev::DevArgs),
     /// Read and write keys.
     Kv(kv::KvArgs),
+    /// Global locks with fencing tokens.
+    Lock(lock::LockArgs),
+    /// Leader election (on top of locks).
+    Election(lock::ElectionArgs),
     /// Sites, partitions and replication lag, as one node sees them.
     Status(status::StatusArgs),
     /// Load generators that print throughput and latency.
@@ -61,6 +67,14 @@ fn main() -> ExitCode {
         Command::Kv(args) => {
             init_logging("warn");
             runtime.block_on(kv::run(args))
+        }
+        Command::Lock(args) => {
+            init_logging("warn");
+            runtime.block_on(lock::run(args))
+        }
+        Command::Election(args) => {
+            init_logging("warn");
+            runtime.block_on(lock::run_election(args))
         }
         Command::Bench { which } => {
             init_logging("warn");

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use geostore_node::config::PeerConfig;
+use geostore_node::config::{LockMemberConfig, PeerConfig};
 use geostore_node::{NodeSettings, SyncPolicy};
 
 #[derive(Args)]
@@ -68,6 +68,28 @@ pub struct NodeArgs {
     /// Shift this node's clock by this many ms (fault testing only).
     #[arg(long, allow_negative_numbers = true)]
     clock_offset_ms: Option<i64>,
+    /// This node's id in the lock group (unique, never reused).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// A member of the lock group, this node included: ID=SITE=http://HOST:PORT, with =learner at the end
+    /// for a non-voting member (repeat for each).
+    #[arg(long = "lock-member")]
+    lock_members: Vec<LockMemberConfig>,
+    /// Raft heartbeat interval of the lock group, in ms. Default: 100.
+    #[arg(long)]
+    raft_heartbeat_ms: Option<u64>,
+    /// Shortest election timeout, in ms. Default: 1000 (sites about 80 ms apart).
+    #[arg(long)]
+    raft_election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout, in ms. Default: 2000.
+    #[arg(long)]
+    raft_election_timeout_max_ms: Option<u64>,
+    /// Entries between lock-group snapshots. Default: 10000.
+    #[arg(long)]
+    raft_snapshot_every: Option<u64>,
+    /// A lock whose lease expired is not granted again for this many ms. Default: 0.
+    #[arg(long)]
+    lock_delay_ms: Option<u64>,
 }
 
 pub async fn run(args: NodeArgs) -> ExitCode {
@@ -105,6 +127,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         log_trim_interval_ms: args.log_trim_interval_ms,
         clock_offset_ms: args.clock_offset_ms,
         gc_interval_ms: args.gc_interval_ms,
+        node_id: args.node_id,
+        lock_members: if args.lock_members.is_empty() { None } else { Some(args.lock_members) },
+        raft_heartbeat_ms: args.raft_heartbeat_ms,
+        raft_election_timeout_min_ms: args.raft_election_timeout_min_ms,
+        raft_election_timeout_max_ms: args.raft_election_timeout_max_ms,
+        raft_snapshot_every: args.raft_snapshot_every,
+        lock_delay_ms: args.lock_delay_ms,
     };
     let config = from_file.overridden_by(from_flags).resolve().map_err(anyhow::Error::msg)?;
     let listener = bind(&config.listen).await?;

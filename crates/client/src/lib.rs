@@ -3,12 +3,18 @@
 //! Every error says whether the operation may have happened ([`Outcome`]), as Jepsen records it: a
 //! `Failed` write was certainly not applied and can be retried freely; an `Unknown` one may have been.
 
+mod lock;
+
+pub use lock::{ELECTION_PREFIX, Grant, LockGuard, Lost, Wait};
+
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use geostore_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
+use pb::lock_client::LockClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -36,7 +42,29 @@ pub struct Error {
 
 impl Error {
     fn from_status(status: tonic::Status) -> Self {
-        let outcome = match status.code() {
+        // The server says so where it knows (the lock service does).
+        let said = status.metadata().get("geostore-outcome").and_then(|value| value.to_str().ok());
+        let outcome = match (said, status.code()) {
+            (Some("failed"), _) => Outcome::Failed,
+            (Some("unknown"), _) => Outcome::Unknown,
+            (_, Code::Unimplemented) => Outcome::Failed,
+            (_, code) => Self::outcome_of(code, &status),
+        };
+        let message = match status.code() {
+            Code::Unimplemented if status.message().contains("Lock") || status.message().is_empty() => {
+                format!(
+                    "{} (is this node in a lock group?)",
+                    if status.message().is_empty() { "unimplemented" } else { status.message() }
+                )
+            }
+            _ if status.message().is_empty() => format!("{:?}", status.code()),
+            _ => status.message().to_string(),
+        };
+        Error { code: status.code(), message, outcome }
+    }
+
+    fn outcome_of(code: Code, status: &tonic::Status) -> Outcome {
+        match code {
             Code::InvalidArgument
             | Code::FailedPrecondition
             | Code::OutOfRange
@@ -54,10 +82,7 @@ impl Error {
                 Outcome::Failed
             }
             _ => Outcome::Unknown,
-        };
-        let message =
-            if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() };
-        Error { code: status.code(), message, outcome }
+        }
     }
 }
 
@@ -123,6 +148,8 @@ impl From<pb::WriteResponse> for WriteAck {
 pub struct Client {
     kv: KvClient<Channel>,
     cluster: ClusterClient<Channel>,
+    lock: LockClient<Channel>,
+    request_ids: Arc<lock::RequestIds>,
     endpoint: String,
 }
 
@@ -165,8 +192,15 @@ impl Client {
             match attempt.await {
                 Ok(channel) => {
                     let kv = KvClient::new(channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
-                    let cluster = ClusterClient::new(channel);
-                    return Ok(Client { kv, cluster, endpoint: endpoint.to_string() });
+                    let cluster = ClusterClient::new(channel.clone());
+                    let lock = LockClient::new(channel);
+                    return Ok(Client {
+                        kv,
+                        cluster,
+                        lock,
+                        request_ids: lock::RequestIds::new(),
+                        endpoint: endpoint.to_string(),
+                    });
                 }
                 Err(failure) => failures.push(failure),
             }

@@ -47,6 +47,8 @@ pub enum Command {
         name: String,
         ttl_ms: u64,
         wait: Wait,
+        /// Free text kept with the grant: who holds it, or an election's proposal.
+        label: String,
         now_ms: u64,
     },
     Release {
@@ -60,10 +62,12 @@ pub enum Command {
         token: u64,
         now_ms: u64,
     },
-    /// The leader saw this grant's lease run out by its clock.
+    /// The leader saw this grant's lease run out by its clock. The lock is then not granted again for
+    /// `delay_ms` (lock-delay): the value travels in the entry so every member applies the same one.
     Expire {
         name: String,
         token: u64,
+        delay_ms: u64,
         now_ms: u64,
     },
     /// The leader saw this waiter's deadline pass.
@@ -107,6 +111,7 @@ pub struct Grant {
     pub ttl_ms: u64,
     /// By the leader's clock.
     pub expires_at_ms: u64,
+    pub label: String,
 }
 
 /// What happened to an acquire or release.
@@ -139,6 +144,10 @@ pub enum Event {
     Decided { id: RequestId, outcome: Outcome },
     /// A grant ended without a release (its lease expired); its holder has lost the lock.
     Expired { name: String, token: u64 },
+    /// The answer to a keep-alive: the lease's new expiry, or `None` if `token` no longer holds the lock.
+    KeptAlive { name: String, token: u64, expires_at_ms: Option<u64> },
+    /// The holder or the waiters of this lock may have changed.
+    Changed { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +155,7 @@ struct Waiter {
     id: RequestId,
     ttl_ms: u64,
     deadline_ms: u64,
+    label: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,18 +173,25 @@ struct Lock {
 pub struct LockTable {
     locks: BTreeMap<String, Lock>,
     /// Outcomes of recent requests, for retries; `order` says which to forget first.
+    #[serde(with = "as_pairs")]
     decided: BTreeMap<RequestId, Outcome>,
     order: VecDeque<RequestId>,
     /// The highest token granted by any lock, and the last index applied.
     last_token: u64,
     last_index: u64,
-    /// How long an expired (not released) lock stays ungranted.
+    /// How long an expired (not released) lock stays ungranted: what this member proposes when it leads.
+    #[serde(skip)]
     lock_delay_ms: u64,
 }
 
 impl LockTable {
     pub fn new(lock_delay_ms: u64) -> Self {
         LockTable { lock_delay_ms, ..LockTable::default() }
+    }
+
+    /// Sets the lock-delay this member proposes when it leads (after loading a snapshot, say).
+    pub fn set_lock_delay_ms(&mut self, lock_delay_ms: u64) {
+        self.lock_delay_ms = lock_delay_ms;
     }
 
     pub fn last_index(&self) -> u64 {
@@ -196,6 +213,26 @@ impl LockTable {
         self.locks.values().filter_map(|lock| lock.holder.as_ref())
     }
 
+    /// Every lock that is held, awaited or in its lock-delay, by name.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.locks.keys()
+    }
+
+    /// The earliest time at which [`LockTable::due`] will have something to propose, if any: the leader
+    /// sleeps until then (or until the next entry is applied).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.locks
+            .values()
+            .flat_map(|lock| {
+                let expiry = lock.holder.as_ref().map(|grant| grant.expires_at_ms);
+                let delay_end = (lock.holder.is_none() && !lock.waiters.is_empty()).then_some(lock.delayed_until_ms);
+                let deadline = lock.waiters.iter().map(|w| w.deadline_ms).min();
+                [expiry, delay_end, deadline]
+            })
+            .flatten()
+            .min()
+    }
+
     /// What the leader should propose by `now_ms`: expiries of leases, waiters past their deadline, and
     /// lock-delays that ended.
     pub fn due(&self, now_ms: u64) -> Vec<Command> {
@@ -204,7 +241,12 @@ impl LockTable {
             if let Some(grant) = &lock.holder
                 && grant.expires_at_ms <= now_ms
             {
-                due.push(Command::Expire { name: name.clone(), token: grant.token, now_ms });
+                due.push(Command::Expire {
+                    name: name.clone(),
+                    token: grant.token,
+                    delay_ms: self.lock_delay_ms,
+                    now_ms,
+                });
             }
             if lock.holder.is_none() && !lock.waiters.is_empty() && lock.delayed_until_ms <= now_ms {
                 due.push(Command::EndDelay { name: name.clone(), now_ms });
@@ -223,7 +265,7 @@ impl LockTable {
         let now_ms = command.now_ms();
         let mut events = Vec::new();
         match command {
-            Command::Acquire { id, name, ttl_ms, wait, now_ms } => {
+            Command::Acquire { id, name, ttl_ms, wait, label, now_ms } => {
                 if let Some(outcome) = self.decided.get(&id) {
                     events.push(Event::Decided { id, outcome: outcome.clone() });
                     return events;
@@ -237,7 +279,8 @@ impl LockTable {
                 }
                 let free = lock.holder.is_none() && lock.waiters.is_empty() && lock.delayed_until_ms <= now_ms;
                 let outcome = if free {
-                    let grant = self.grant(index, &name, id.clone(), ttl_ms, now_ms);
+                    events.push(Event::Changed { name: name.clone() });
+                    let grant = self.grant(index, &name, id.clone(), ttl_ms, label, now_ms);
                     Outcome::Granted(grant)
                 } else {
                     let lock = self.locks.get_mut(&name).expect("created above");
@@ -247,8 +290,9 @@ impl LockTable {
                             Outcome::Refused(format!("lock {name:?} already has {WAITERS_PER_LOCK_MAX} waiters"))
                         }
                         Wait::Until(deadline_ms) => {
-                            lock.waiters.push_back(Waiter { id: id.clone(), ttl_ms, deadline_ms });
+                            lock.waiters.push_back(Waiter { id: id.clone(), ttl_ms, deadline_ms, label });
                             let position = lock.waiters.len();
+                            events.push(Event::Changed { name: name.clone() });
                             events.push(Event::Decided { id, outcome: Outcome::Queued { position } });
                             return events;
                         }
@@ -264,6 +308,7 @@ impl LockTable {
                 let current = self.holder(&name).map(|grant| grant.token);
                 if current == Some(token) {
                     self.locks.get_mut(&name).expect("held").holder = None;
+                    events.push(Event::Changed { name: name.clone() });
                     self.decide(id, Outcome::Released, &mut events);
                     self.grant_next(index, &name, now_ms, &mut events);
                 } else {
@@ -271,20 +316,23 @@ impl LockTable {
                 }
             }
             Command::KeepAlive { name, token, now_ms } => {
+                let mut expires_at_ms = None;
                 if let Some(grant) = self.locks.get_mut(&name).and_then(|lock| lock.holder.as_mut())
                     && grant.token == token
                 {
                     grant.expires_at_ms = now_ms + grant.ttl_ms;
+                    expires_at_ms = Some(grant.expires_at_ms);
                 }
+                events.push(Event::KeptAlive { name, token, expires_at_ms });
             }
-            Command::Expire { name, token, now_ms } => {
-                let lock_delay_ms = self.lock_delay_ms;
+            Command::Expire { name, token, delay_ms, now_ms } => {
                 let Some(lock) = self.locks.get_mut(&name) else { return events };
                 // Only the grant the leader saw expire, and only if it has not been kept alive since.
                 if lock.holder.as_ref().is_some_and(|g| g.token == token && g.expires_at_ms <= now_ms) {
                     lock.holder = None;
-                    lock.delayed_until_ms = now_ms + lock_delay_ms;
+                    lock.delayed_until_ms = now_ms + delay_ms;
                     events.push(Event::Expired { name: name.clone(), token });
+                    events.push(Event::Changed { name: name.clone() });
                     self.grant_next(index, &name, now_ms, &mut events);
                 }
             }
@@ -292,6 +340,7 @@ impl LockTable {
                 let Some(lock) = self.locks.get_mut(&name) else { return events };
                 if let Some(position) = lock.waiters.iter().position(|w| w.id == id && w.deadline_ms <= now_ms) {
                     lock.waiters.remove(position);
+                    events.push(Event::Changed { name: name.clone() });
                     self.decide(id, Outcome::TimedOut, &mut events);
                 }
             }
@@ -315,17 +364,18 @@ impl LockTable {
                 return;
             }
             let Some(waiter) = lock.waiters.pop_front() else { return };
+            events.push(Event::Changed { name: name.to_string() });
             if waiter.deadline_ms <= now_ms {
                 self.decide(waiter.id, Outcome::TimedOut, events);
                 continue;
             }
-            let grant = self.grant(index, name, waiter.id.clone(), waiter.ttl_ms, now_ms);
+            let grant = self.grant(index, name, waiter.id.clone(), waiter.ttl_ms, waiter.label, now_ms);
             self.decide(waiter.id, Outcome::Granted(grant), events);
             return;
         }
     }
 
-    fn grant(&mut self, index: u64, name: &str, holder: RequestId, ttl_ms: u64, now_ms: u64) -> Grant {
+    fn grant(&mut self, index: u64, name: &str, holder: RequestId, ttl_ms: u64, label: String, now_ms: u64) -> Grant {
         let lock = self.locks.get_mut(name).expect("the lock exists");
         assert!(lock.holder.is_none(), "lock {name:?} granted while held");
         // The fencing token is the index of this entry: strictly above every earlier grant, of this lock
@@ -333,7 +383,8 @@ impl LockTable {
         assert!(index > lock.last_token && index > self.last_token, "fencing token {index} does not increase");
         lock.last_token = index;
         self.last_token = index;
-        let grant = Grant { name: name.to_string(), token: index, holder, ttl_ms, expires_at_ms: now_ms + ttl_ms };
+        let grant =
+            Grant { name: name.to_string(), token: index, holder, ttl_ms, expires_at_ms: now_ms + ttl_ms, label };
         lock.holder = Some(grant.clone());
         grant
     }
@@ -354,5 +405,28 @@ impl LockTable {
     fn forget_unused(&mut self, now_ms: u64) {
         self.locks
             .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty() || lock.delayed_until_ms > now_ms);
+    }
+}
+
+/// Serializes a map as a list of pairs, for formats (JSON) whose map keys must be strings.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?.into_iter().collect())
     }
 }

@@ -8,7 +8,7 @@ fn id(client: &str, request: u64) -> RequestId {
 }
 
 fn acquire(client: &str, request: u64, wait: Wait, now_ms: u64) -> Command {
-    Command::Acquire { id: id(client, request), name: "job".into(), ttl_ms: 1000, wait, now_ms }
+    Command::Acquire { id: id(client, request), name: "job".into(), ttl_ms: 1000, wait, label: client.into(), now_ms }
 }
 
 fn outcome(events: &[Event], of: &RequestId) -> Option<Outcome> {
@@ -81,11 +81,11 @@ fn a_lease_expires_only_by_the_leaders_clock_and_keep_alive_extends_it() {
     assert!(table.due(999).is_empty());
     table.apply(2, Command::KeepAlive { name: "job".into(), token: 1, now_ms: 900 });
     // An expiry proposed from an older view (before the keep-alive) does nothing.
-    table.apply(3, Command::Expire { name: "job".into(), token: 1, now_ms: 1000 });
+    table.apply(3, Command::Expire { name: "job".into(), token: 1, delay_ms: 0, now_ms: 1000 });
     assert_eq!(table.holder("job").unwrap().token, 1);
-    assert_eq!(table.due(1900), vec![Command::Expire { name: "job".into(), token: 1, now_ms: 1900 }]);
-    let events = table.apply(4, Command::Expire { name: "job".into(), token: 1, now_ms: 1900 });
-    assert_eq!(events, vec![Event::Expired { name: "job".into(), token: 1 }]);
+    assert_eq!(table.due(1900), vec![Command::Expire { name: "job".into(), token: 1, delay_ms: 0, now_ms: 1900 }]);
+    let events = table.apply(4, Command::Expire { name: "job".into(), token: 1, delay_ms: 0, now_ms: 1900 });
+    assert_eq!(events, vec![Event::Expired { name: "job".into(), token: 1 }, Event::Changed { name: "job".into() }]);
     assert!(table.holder("job").is_none());
 }
 
@@ -105,7 +105,7 @@ fn lock_delay_keeps_an_expired_lock_ungranted_then_grants_the_first_waiter() {
     let mut table = LockTable::new(500);
     table.apply(1, acquire("a", 1, Wait::Try, 0));
     table.apply(2, acquire("b", 1, Wait::Until(10_000), 0));
-    let events = table.apply(3, Command::Expire { name: "job".into(), token: 1, now_ms: 1000 });
+    let events = table.apply(3, Command::Expire { name: "job".into(), token: 1, delay_ms: 500, now_ms: 1000 });
     assert_eq!(granted_token(&events, &id("b", 1)), None, "granted during the lock-delay");
     assert!(matches!(
         outcome(&table.apply(4, acquire("c", 1, Wait::Try, 1200)), &id("c", 1)),
@@ -137,7 +137,10 @@ fn the_table_round_trips_through_a_snapshot() {
     table.apply(1, acquire("a", 1, Wait::Try, 0));
     table.apply(2, acquire("b", 1, Wait::Until(900), 0));
     let bytes = postcard::to_stdvec(&table).unwrap();
-    assert_eq!(postcard::from_bytes::<LockTable>(&bytes).unwrap(), table);
+    let mut copy = postcard::from_bytes::<LockTable>(&bytes).unwrap();
+    // The lock-delay a member proposes is its own configuration, not replicated state.
+    copy.set_lock_delay_ms(250);
+    assert_eq!(copy, table);
 }
 
 fn command_strategy() -> impl Strategy<Value = Command> {
@@ -150,6 +153,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
                 name,
                 ttl_ms,
                 wait: if try_only { Wait::Try } else { Wait::Until(deadline) },
+                label: String::new(),
                 now_ms: 0,
             }
         ),
@@ -214,4 +218,45 @@ fn set_now(command: &mut Command, now: u64) {
         | Command::EndDelay { now_ms, .. }
         | Command::RestartLeases { now_ms } => *now_ms = now,
     }
+}
+
+#[test]
+fn next_due_is_the_earliest_expiry_deadline_or_delay_end() {
+    let mut table = LockTable::new(300);
+    assert_eq!(table.next_due_ms(), None, "an empty table never wakes the leader");
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    assert_eq!(table.next_due_ms(), Some(1000), "the lease's expiry");
+    table.apply(2, acquire("b", 1, Wait::Until(400), 0));
+    assert_eq!(table.next_due_ms(), Some(400), "the waiter's deadline comes first");
+    table.apply(3, acquire("c", 1, Wait::Until(5000), 0));
+    table.apply(4, Command::GiveUp { id: id("b", 1), name: "job".into(), now_ms: 400 });
+    table.apply(5, Command::Expire { name: "job".into(), token: 1, delay_ms: 300, now_ms: 1000 });
+    assert_eq!(table.next_due_ms(), Some(1300), "the end of the lock-delay, with a waiter queued");
+    assert_eq!(table.due(1300), vec![Command::EndDelay { name: "job".into(), now_ms: 1300 }]);
+}
+
+#[test]
+fn keep_alive_answers_with_the_new_expiry_or_none_for_a_lost_lease() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    let events = table.apply(2, Command::KeepAlive { name: "job".into(), token: 1, now_ms: 500 });
+    assert_eq!(events, vec![Event::KeptAlive { name: "job".into(), token: 1, expires_at_ms: Some(1500) }]);
+    let events = table.apply(3, Command::KeepAlive { name: "job".into(), token: 7, now_ms: 600 });
+    assert_eq!(events, vec![Event::KeptAlive { name: "job".into(), token: 7, expires_at_ms: None }]);
+    let events = table.apply(4, Command::KeepAlive { name: "other".into(), token: 1, now_ms: 600 });
+    assert_eq!(events, vec![Event::KeptAlive { name: "other".into(), token: 1, expires_at_ms: None }]);
+}
+
+#[test]
+fn grants_keep_their_label_and_the_table_round_trips_through_json() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, acquire("b", 1, Wait::Until(9000), 0));
+    assert_eq!(table.holder("job").unwrap().label, "a");
+    // Snapshots are JSON: the remembered outcomes (keyed by request id) must survive it.
+    let copy: LockTable = serde_json::from_str(&serde_json::to_string(&table).unwrap()).unwrap();
+    assert_eq!(copy, table);
+    let mut copy = copy;
+    let retry = copy.apply(3, acquire("a", 1, Wait::Try, 0));
+    assert_eq!(granted_token(&retry, &id("a", 1)), Some(1), "a retry after a snapshot is still applied once");
 }

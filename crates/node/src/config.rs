@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use geostore_lockgroup::{GroupConfig, Member, MemberConfig, Timing};
 use geostore_storage::Durability;
 use serde::Deserialize;
 
@@ -65,6 +66,54 @@ pub struct NodeSettings {
     /// Shifts this node's clock by this many milliseconds. For fault testing only: it is how tests skew
     /// one node's clock through the injected clock.
     pub clock_offset_ms: Option<i64>,
+    /// This node's id in the lock group (unique in the cluster, never reused).
+    pub node_id: Option<u64>,
+    /// The lock group's members, this node included; no lock group if unset.
+    pub lock_members: Option<Vec<LockMemberConfig>>,
+    /// Raft heartbeat interval of the lock group, in milliseconds.
+    pub raft_heartbeat_ms: Option<u64>,
+    /// A follower that hears no leader for a random time in [min, max] ms starts an election.
+    pub raft_election_timeout_min_ms: Option<u64>,
+    pub raft_election_timeout_max_ms: Option<u64>,
+    /// The lock group snapshots its state (and purges its log) after this many entries.
+    pub raft_snapshot_every: Option<u64>,
+    /// A lock whose lease expired is not granted again for this long, in milliseconds (0: at once).
+    pub lock_delay_ms: Option<u64>,
+}
+
+/// A member of the lock group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockMemberConfig {
+    pub id: u64,
+    pub site: String,
+    /// Its gRPC endpoint, `http://HOST:PORT`.
+    pub endpoint: String,
+    /// Voters elect the leader; other members are learners. Default: true.
+    #[serde(default = "default_true")]
+    pub voter: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl FromStr for LockMemberConfig {
+    type Err = String;
+    /// `ID=SITE=http://HOST:PORT`, with `=learner` at the end for a learner, as given to `--lock-member`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = || format!("--lock-member {text:?}: expected ID=SITE=http://HOST:PORT[=learner]");
+        let mut parts = text.splitn(3, '=');
+        let (Some(id), Some(site), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(usage());
+        };
+        let id = id.parse().map_err(|_| usage())?;
+        let (endpoint, voter) = match rest.strip_suffix("=learner") {
+            Some(endpoint) => (endpoint, false),
+            None => (rest, true),
+        };
+        Ok(LockMemberConfig { id, site: site.to_string(), endpoint: endpoint.to_string(), voter })
+    }
 }
 
 /// A node of another site.
@@ -121,16 +170,68 @@ impl NodeSettings {
             log_trim_interval_ms: overrides.log_trim_interval_ms.or(self.log_trim_interval_ms),
             clock_offset_ms: overrides.clock_offset_ms.or(self.clock_offset_ms),
             gc_interval_ms: overrides.gc_interval_ms.or(self.gc_interval_ms),
+            node_id: overrides.node_id.or(self.node_id),
+            lock_members: overrides.lock_members.or(self.lock_members),
+            raft_heartbeat_ms: overrides.raft_heartbeat_ms.or(self.raft_heartbeat_ms),
+            raft_election_timeout_min_ms: overrides.raft_election_timeout_min_ms.or(self.raft_election_timeout_min_ms),
+            raft_election_timeout_max_ms: overrides.raft_election_timeout_max_ms.or(self.raft_election_timeout_max_ms),
+            raft_snapshot_every: overrides.raft_snapshot_every.or(self.raft_snapshot_every),
+            lock_delay_ms: overrides.lock_delay_ms.or(self.lock_delay_ms),
         }
+    }
+
+    /// The lock group's configuration, if this node is in one.
+    fn lock_group(&self, site: &str) -> Result<Option<GroupConfig>, String> {
+        let Some(members) = &self.lock_members else {
+            if self.node_id.is_some() {
+                return Err("node_id is set but lock_members is not: list the lock group's members".into());
+            }
+            return Ok(None);
+        };
+        let id = self.node_id.ok_or("lock_members is set but node_id is not: give this node its id")?;
+        for member in members {
+            check_site_name(&member.site)?;
+            if !(member.endpoint.starts_with("http://") || member.endpoint.starts_with("https://")) {
+                return Err(format!("lock member endpoint {:?} must start with http:// or https://", member.endpoint));
+            }
+            if member.id == id && member.site != site {
+                return Err(format!("lock member {id} is this node, but in site {:?}, not {site:?}", member.site));
+            }
+            if member.id == 0 {
+                return Err("lock member ids start at 1".into());
+            }
+        }
+        let defaults = Timing::default();
+        let config = GroupConfig {
+            id,
+            members: members
+                .iter()
+                .map(|m| MemberConfig {
+                    id: m.id,
+                    member: Member { site: m.site.clone(), endpoint: m.endpoint.clone() },
+                    voter: m.voter,
+                })
+                .collect(),
+            timing: Timing {
+                heartbeat_ms: self.raft_heartbeat_ms.unwrap_or(defaults.heartbeat_ms),
+                election_timeout_min_ms: self.raft_election_timeout_min_ms.unwrap_or(defaults.election_timeout_min_ms),
+                election_timeout_max_ms: self.raft_election_timeout_max_ms.unwrap_or(defaults.election_timeout_max_ms),
+            },
+            snapshot_every: self.raft_snapshot_every.unwrap_or(10_000),
+            lock_delay_ms: self.lock_delay_ms.unwrap_or(0),
+        };
+        config.check()?;
+        Ok(Some(config))
     }
 
     /// The complete configuration, with defaults for what is unset; an error names what is missing or wrong.
     pub fn resolve(self) -> Result<NodeConfig, String> {
         let defaults = StoreConfig::default();
+        let lock_group = self.lock_group(self.site.as_deref().unwrap_or(&defaults.site))?;
         let data_dir = self.data_dir.ok_or("no data directory: pass --data-dir or set data_dir in the config file")?;
         let listen =
             self.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
-        let site = self.site.unwrap_or(defaults.site);
+        let site = self.site.clone().unwrap_or(defaults.site);
         check_site_name(&site)?;
         let peers = self.peers.unwrap_or_default();
         for (index, peer) in peers.iter().enumerate() {
@@ -180,6 +281,7 @@ impl NodeSettings {
             return Err("anti_entropy_interval_ms must be at least 100".into());
         }
         Ok(NodeConfig {
+            lock_group,
             data_dir,
             listen,
             http_listen: self.http_listen,
@@ -208,6 +310,8 @@ impl NodeSettings {
 /// A node's complete configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// `None`: this node is not in a lock group and does not serve locks.
+    pub lock_group: Option<GroupConfig>,
     pub data_dir: PathBuf,
     pub listen: String,
     pub http_listen: Option<String>,
@@ -268,6 +372,8 @@ mod tests {
         let example: NodeSettings = toml::from_str(include_str!("../../../deploy/node.example.toml")).unwrap();
         let config = example.resolve().unwrap();
         assert_eq!((config.store.site.as_str(), config.peers.len()), ("eu-west", 2));
+        let group = config.lock_group.expect("the example configures the lock group");
+        assert_eq!((group.id, group.members.len()), (1, 3));
     }
 
     #[test]
@@ -287,5 +393,31 @@ mod tests {
         let flags = NodeSettings { peers: Some(vec!["a=http://x:1".parse().unwrap()]), ..NodeSettings::default() };
         assert!(file.clone().overridden_by(flags).resolve().unwrap_err().contains("own site"));
         assert!("nonsense".parse::<PeerConfig>().unwrap_err().contains("SITE=http://HOST:PORT"));
+    }
+
+    #[test]
+    fn lock_members_come_from_flags_with_defaults_for_timing() {
+        let member: LockMemberConfig = "2=b=http://127.0.0.1:7001".parse().unwrap();
+        assert_eq!((member.id, member.site.as_str(), member.voter), (2, "b", true));
+        let learner: LockMemberConfig = "4=a=http://127.0.0.1:7003=learner".parse().unwrap();
+        assert_eq!((learner.endpoint.as_str(), learner.voter), ("http://127.0.0.1:7003", false));
+        assert!("x=a=http://h:1".parse::<LockMemberConfig>().unwrap_err().contains("ID=SITE"));
+        let settings = NodeSettings {
+            data_dir: Some("d".into()),
+            listen: Some("127.0.0.1:0".into()),
+            site: Some("a".into()),
+            node_id: Some(1),
+            lock_members: Some(vec!["1=a=http://127.0.0.1:7000".parse().unwrap(), member, learner]),
+            ..NodeSettings::default()
+        };
+        let group = settings.clone().resolve().unwrap().lock_group.unwrap();
+        assert_eq!(group.members.len(), 3);
+        assert_eq!(group.timing, Timing::default());
+        let wrong_site = NodeSettings { site: Some("b".into()), ..settings.clone() };
+        assert!(wrong_site.resolve().unwrap_err().contains("not \"b\""));
+        let not_member = NodeSettings { node_id: Some(9), ..settings.clone() };
+        assert!(not_member.resolve().unwrap_err().contains("not among the members"));
+        let bad_timing = NodeSettings { raft_election_timeout_min_ms: Some(150), ..settings };
+        assert!(bad_timing.resolve().unwrap_err().contains("twice the heartbeat"));
     }
 }

@@ -97,13 +97,10 @@ pub async fn run(
     let storage = RocksStorage::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", config.data_dir.display()))?;
     let metrics = Metrics::new();
-    let store = Store::open(
-        Arc::new(storage),
-        wall_clock(config.clock_offset_ms),
-        config.store.clone(),
-        metrics.clone(),
-        store::random_replica_id,
-    )?;
+    let storage: Arc<dyn geostore_storage::Storage> = Arc::new(storage);
+    let wall = wall_clock(config.clock_offset_ms);
+    let store =
+        Store::open(storage.clone(), wall.clone(), config.store.clone(), metrics.clone(), store::random_replica_id)?;
 
     // Shutdown stops the background tasks and the pull streams this node serves first: a peer's stream
     // never ends on its own, and the gRPC server waits for every open request before it returns.
@@ -119,6 +116,22 @@ pub async fn run(
         background_stopped.clone(),
     );
     background.push(tokio::spawn(trim_logs(store.clone(), config.log_trim_interval, background_stopped.clone())));
+    let lock_group = match config.lock_group.clone() {
+        Some(group_config) => {
+            let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
+            let (group, task) = geostore_lockgroup::LockGroup::start(
+                group_config,
+                storage.clone(),
+                clock,
+                &metrics.registry,
+                background_stopped.clone(),
+            )
+            .await?;
+            background.push(task);
+            Some(group)
+        }
+        None => None,
+    };
     let acks = replication::Acks::default();
     background.push(tokio::spawn(collect_garbage(
         store.clone(),
@@ -159,6 +172,20 @@ pub async fn run(
         store.clone(),
         peer_states,
     ));
+    let lock_services = lock_group.clone().map(|group| {
+        (
+            geostore_proto::v1::lock_server::LockServer::new(geostore_lockgroup::service::LockService::new(
+                group.clone(),
+            )),
+            geostore_proto::v1::raft_server::RaftServer::new(geostore_lockgroup::service::RaftService::new(group))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+    });
+    let (lock, raft) = match lock_services {
+        Some((lock, raft)) => (Some(lock), Some(raft)),
+        None => (None, None),
+    };
     // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
@@ -168,9 +195,14 @@ pub async fn run(
         .add_service(kv)
         .add_service(replication)
         .add_service(cluster)
+        .add_optional_service(lock)
+        .add_optional_service(raft)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 
+    if let Some(group) = &lock_group {
+        group.shutdown().await;
+    }
     if let Some(task) = http_task {
         let _ = task.await;
     }

@@ -6,5 +6,17 @@ pub mod v1 {
     tonic::include_proto!("geostore.v1");
 }
 
+/// Clients for the parts of etcd's v3 API that the lock benchmark drives (etcd runs beside geostore there).
+pub mod etcd {
+    pub mod etcdserverpb {
+        #![allow(clippy::all, non_snake_case)]
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod v3lockpb {
+        #![allow(clippy::all)]
+        tonic::include_proto!("v3lockpb");
+    }
+}
+
 /// The encoded descriptor set of every geostore proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/geostore_descriptor.bin"));

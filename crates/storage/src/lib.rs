@@ -22,16 +22,19 @@ pub enum Space {
     Log,
     /// Node identity, sequence numbers and other bookkeeping.
     Meta,
+    /// The lock group's Raft log, vote and snapshot.
+    Raft,
 }
 
 impl Space {
-    pub const ALL: [Space; 3] = [Space::Data, Space::Log, Space::Meta];
+    pub const ALL: [Space; 4] = [Space::Data, Space::Log, Space::Meta, Space::Raft];
 
     pub fn name(self) -> &'static str {
         match self {
             Space::Data => "data",
             Space::Log => "log",
             Space::Meta => "meta",
+            Space::Raft => "raft",
         }
     }
 }

@@ -1,0 +1,318 @@
+//! Global locks and leader election on top of them.
+//!
+//! A [`LockGuard`] holds a lock: it keeps the lease alive in the background and says when it is lost. Its
+//! fencing token is what the lock's writes must carry, so that the store refuses the writes of a holder
+//! that lost the lock without noticing (a long pause, a partition).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tonic::Code;
+
+use crate::{Client, Error, Outcome, Result, pb};
+
+/// Retries of a request whose outcome was unknown, with the same request id (applied at most once).
+const UNKNOWN_RETRIES: usize = 3;
+/// Lock names used by elections: `election/NAME`.
+pub const ELECTION_PREFIX: &str = "election/";
+
+/// A random id for this client, so its request ids never collide with another client's.
+pub(crate) fn new_client_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness; mixing in the pid and time makes ids from two
+    // processes distinct even if that were not so.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{:016x}", hasher.finish())
+}
+
+/// The request ids of one client.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    client: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(RequestIds { client: new_client_id(), next: AtomicU64::new(1) })
+    }
+
+    fn next(&self) -> pb::RequestId {
+        pb::RequestId { client: self.client.clone(), request: self.next.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+/// A lock as granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub name: String,
+    /// The fencing token: strictly increasing per lock (and across locks).
+    pub token: u64,
+    /// The lease to keep alive (the same number as the token).
+    pub lease: u64,
+    pub ttl: Duration,
+    /// When the lease runs out by the leader's clock if not kept alive, ms since the Unix epoch.
+    pub expires_unix_ms: u64,
+    pub label: String,
+}
+
+impl From<pb::Grant> for Grant {
+    fn from(grant: pb::Grant) -> Self {
+        Grant {
+            name: grant.name,
+            token: grant.token,
+            lease: grant.lease,
+            ttl: Duration::from_millis(grant.ttl_ms),
+            expires_unix_ms: grant.expires_unix_ms,
+            label: grant.label,
+        }
+    }
+}
+
+/// How long an acquire waits for a held lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once (FAILED_PRECONDITION) if the lock is held.
+    Try,
+    /// Wait in line up to this long.
+    Up(Duration),
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Client {
+    /// Takes `name` with a lease of `ttl`. A request whose outcome is unknown (a leader change) is retried
+    /// with the same request id, so it is granted at most once.
+    pub async fn acquire(&self, name: &str, ttl: Duration, wait: Wait, label: &str) -> Result<Grant> {
+        let id = self.request_ids.next();
+        let request = pb::AcquireRequest {
+            name: name.to_string(),
+            id: Some(id),
+            ttl_ms: millis(ttl),
+            wait_ms: match wait {
+                Wait::Try => 0,
+                Wait::Up(wait) => millis(wait),
+            },
+            no_wait: wait == Wait::Try,
+            label: label.to_string(),
+        };
+        let mut attempt = 0;
+        loop {
+            match self.lock.clone().acquire(request.clone()).await {
+                Ok(reply) => {
+                    let grant = reply.into_inner().grant.ok_or_else(|| Error {
+                        code: Code::Internal,
+                        message: "the server sent no grant".into(),
+                        outcome: Outcome::Unknown,
+                    })?;
+                    return Ok(grant.into());
+                }
+                Err(status) => {
+                    let error = Error::from_status(status);
+                    attempt += 1;
+                    if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES
+                    {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases `name` held under `token`. FAILED_PRECONDITION if that token does not hold it.
+    pub async fn release(&self, name: &str, token: u64) -> Result<()> {
+        let request = pb::ReleaseRequest { name: name.to_string(), token, id: Some(self.request_ids.next()) };
+        let mut attempt = 0;
+        loop {
+            match self.lock.clone().release(request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(status) => {
+                    let error = Error::from_status(status);
+                    attempt += 1;
+                    if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES
+                    {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews the lease of `name` under `token` once: the new expiry (ms since the Unix epoch).
+    pub async fn keep_alive_once(&self, name: &str, token: u64) -> Result<u64> {
+        let request = pb::KeepAliveRequest { name: name.to_string(), token };
+        let mut replies =
+            self.lock.clone().keep_alive(tokio_stream::once(request)).await.map_err(Error::from_status)?.into_inner();
+        match replies.message().await.map_err(Error::from_status)? {
+            Some(reply) => Ok(reply.expires_unix_ms),
+            None => Err(Error {
+                code: Code::Unavailable,
+                message: "keep-alive stream ended".into(),
+                outcome: Outcome::Unknown,
+            }),
+        }
+    }
+
+    /// One lock's holder and waiters (as of the node's last applied entry).
+    pub async fn describe(&self, name: &str) -> Result<pb::LockState> {
+        let request = pb::DescribeRequest { name: name.to_string() };
+        Ok(self.lock.clone().describe(request).await.map_err(Error::from_status)?.into_inner())
+    }
+
+    /// Every held or awaited lock.
+    pub async fn list_locks(&self) -> Result<Vec<pb::LockState>> {
+        Ok(self.lock.clone().list(pb::ListRequest {}).await.map_err(Error::from_status)?.into_inner().locks)
+    }
+
+    /// One lock's state now, then each change.
+    pub async fn watch(&self, name: &str) -> Result<tonic::Streaming<pb::LockState>> {
+        let request = pb::WatchRequest { name: name.to_string() };
+        Ok(self.lock.clone().watch(request).await.map_err(Error::from_status)?.into_inner())
+    }
+
+    /// Takes `name` and keeps it alive until the guard is released or dropped.
+    pub async fn hold(&self, name: &str, ttl: Duration, wait: Wait, label: &str) -> Result<LockGuard> {
+        let sent = Instant::now();
+        let grant = self.acquire(name, ttl, wait, label).await?;
+        Ok(LockGuard::start(self.clone(), grant, sent))
+    }
+
+    /// Campaigns to lead election `name` with `value`: returns once elected (waiting up to `wait`).
+    /// Leadership lasts while the guard keeps its lease alive; resign by releasing it.
+    pub async fn campaign(&self, name: &str, value: &str, ttl: Duration, wait: Duration) -> Result<LockGuard> {
+        self.hold(&format!("{ELECTION_PREFIX}{name}"), ttl, Wait::Up(wait), value).await
+    }
+
+    /// Gives up leadership of election `name` held under `token`.
+    pub async fn resign(&self, name: &str, token: u64) -> Result<()> {
+        self.release(&format!("{ELECTION_PREFIX}{name}"), token).await
+    }
+
+    /// The leader of election `name` now, then at each change: `None` while nobody leads.
+    pub async fn observe(&self, name: &str) -> Result<mpsc::Receiver<Result<Option<Grant>>>> {
+        let mut states = self.watch(&format!("{ELECTION_PREFIX}{name}")).await?;
+        let (sender, receiver) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut last: Option<Option<u64>> = None;
+            loop {
+                let item = match states.message().await {
+                    Ok(Some(state)) => {
+                        let leader = state.holder.map(Grant::from);
+                        let token = leader.as_ref().map(|g| g.token);
+                        if last == Some(token) {
+                            continue;
+                        }
+                        last = Some(token);
+                        Ok(leader)
+                    }
+                    Ok(None) => return,
+                    Err(status) => Err(Error::from_status(status)),
+                };
+                let end = item.is_err();
+                if sender.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+}
+
+/// Why a held lock ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// The group says the lease is gone (expired: keep-alives did not arrive in time).
+    Expired,
+    /// No keep-alive succeeded within the TTL: the lease may have run out.
+    Unconfirmed(String),
+}
+
+/// A held lock, kept alive in the background (a keep-alive every third of the TTL).
+pub struct LockGuard {
+    client: Client,
+    grant: Grant,
+    state: watch::Receiver<Option<Lost>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LockGuard {
+    fn start(client: Client, grant: Grant, sent: Instant) -> Self {
+        let (sender, state) = watch::channel(None);
+        let task = tokio::spawn(keep_alive_loop(client.clone(), grant.clone(), sent, sender));
+        LockGuard { client, grant, state, task }
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The fencing token to send with the writes made under this lock.
+    pub fn token(&self) -> u64 {
+        self.grant.token
+    }
+
+    /// Whether the lock is known or feared lost.
+    pub fn lost(&self) -> Option<Lost> {
+        self.state.borrow().clone()
+    }
+
+    /// Completes when the lock is lost.
+    pub async fn wait_lost(&mut self) -> Lost {
+        match self.state.wait_for(Option::is_some).await {
+            Ok(lost) => lost.clone().expect("waited for Some"),
+            Err(_) => Lost::Unconfirmed("keep-alive task ended".into()),
+        }
+    }
+
+    /// Stops keeping the lease alive and releases the lock.
+    pub async fn release(self) -> Result<()> {
+        self.task.abort();
+        self.client.release(&self.grant.name, self.grant.token).await
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn keep_alive_loop(client: Client, grant: Grant, sent: Instant, lost: watch::Sender<Option<Lost>>) {
+    let period = grant.ttl / 3;
+    // The lease is safe until the TTL after the request that last renewed it was sent: counted from the
+    // send, not the reply, so a slow reply never stretches it.
+    let mut valid_until = sent + grant.ttl;
+    let mut last_error = String::new();
+    let mut pause = period;
+    loop {
+        tokio::time::sleep(pause).await;
+        let attempt = Instant::now();
+        if attempt >= valid_until {
+            let _ = lost.send(Some(Lost::Unconfirmed(format!("no keep-alive succeeded within the TTL: {last_error}"))));
+            return;
+        }
+        let remaining = valid_until - attempt;
+        match tokio::time::timeout(remaining, client.keep_alive_once(&grant.name, grant.token)).await {
+            Ok(Ok(_)) => {
+                valid_until = attempt + grant.ttl;
+                pause = period;
+                continue;
+            }
+            Ok(Err(error)) if error.code == Code::NotFound => {
+                let _ = lost.send(Some(Lost::Expired));
+                return;
+            }
+            Ok(Err(error)) => last_error = error.message,
+            Err(_) => last_error = "keep-alive timed out".into(),
+        }
+        // Failed: try again soon, while the lease still holds.
+        pause = period.min(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,129 @@
+//! The Raft transport: openraft's messages as JSON inside the `geostore.v1.Raft` gRPC service, over one
+//! lazily connected HTTP/2 channel per member.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use geostore_proto::v1 as pb;
+use geostore_proto::v1::raft_client::RaftClient;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{Member, NodeId, TypeConfig};
+
+/// How long to wait for a TCP connection to another member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A channel to `endpoint` that connects on first use and reconnects after failures.
+pub fn lazy_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+/// Makes a [`MemberClient`] per member.
+#[derive(Clone, Default)]
+pub struct Network {
+    /// Where this node reaches a member, if not at the endpoint in the membership: each node's own
+    /// configuration says how it reaches the others (through a proxy, a NAT, another network).
+    pub routes: Arc<HashMap<NodeId, String>>,
+}
+
+impl Network {
+    /// The endpoint this node uses to reach `member`.
+    pub fn route(&self, id: NodeId, member: &Member) -> String {
+        self.routes.get(&id).cloned().unwrap_or_else(|| member.endpoint.clone())
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = MemberClient;
+
+    async fn new_client(&mut self, target: NodeId, member: &Member) -> MemberClient {
+        let endpoint = self.route(target, member);
+        let channel = lazy_channel(&endpoint).ok();
+        MemberClient { target, member: Member { site: member.site.clone(), endpoint }, channel }
+    }
+}
+
+/// The Raft RPCs to one member.
+pub struct MemberClient {
+    target: NodeId,
+    member: Member,
+    /// `None` if the member's endpoint is not a valid URI: every call then fails as unreachable.
+    channel: Option<Channel>,
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
+
+impl MemberClient {
+    async fn call<Req, Resp, E>(&self, method: Method, request: &Req, option: &RPCOption) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(channel) = self.channel.clone() else {
+            let error = std::io::Error::other(format!("bad endpoint {:?}", self.member.endpoint));
+            return Err(RPCError::Unreachable(Unreachable::new(&error)));
+        };
+        let payload = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(pb::RaftMessage { payload });
+        request.set_timeout(option.hard_ttl());
+        let mut client = RaftClient::new(channel).max_decoding_message_size(usize::MAX);
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+            Method::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            // Not connected, or the member is down: openraft backs off before trying again.
+            tonic::Code::Unavailable | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result
+            .map_err(|error| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.member.clone(), error)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RaftNetwork<TypeConfig> for MemberClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.call(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.call(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,410 @@
+//! The gRPC services of the lock group: `Lock` for applications, `Raft` between members.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geostore_locks::{Event, Grant, Outcome, RequestId};
+use geostore_proto::v1 as pb;
+use openraft::ServerState;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::group::{LockGroup, ProposeError};
+use crate::types::Proposal;
+
+/// The response metadata key saying whether a failed request may have taken effect.
+pub const OUTCOME_METADATA: &str = "geostore-outcome";
+
+pub const NAME_BYTES_MAX: usize = 256;
+pub const LABEL_BYTES_MAX: usize = 1024;
+pub const CLIENT_ID_BYTES_MAX: usize = 128;
+/// Leases shorter than this cannot be kept alive across sites.
+pub const TTL_MS_MIN: u64 = 100;
+pub const TTL_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const WAIT_MS_MAX: u64 = 24 * 3600 * 1000;
+/// How long past its deadline a queued acquire waits for the leader's verdict before answering "unknown".
+const VERDICT_GRACE: Duration = Duration::from_secs(3);
+
+/// A status that certainly changed nothing.
+fn failed(code: Code, message: impl Into<String>) -> Status {
+    with_outcome(Status::new(code, message), "failed")
+}
+
+/// A status after which the request may or may not have been applied.
+fn unknown(code: Code, message: impl Into<String>) -> Status {
+    with_outcome(Status::new(code, message), "unknown")
+}
+
+fn with_outcome(mut status: Status, outcome: &'static str) -> Status {
+    status.metadata_mut().insert(OUTCOME_METADATA, outcome.parse().expect("ASCII metadata"));
+    status
+}
+
+fn propose_status(error: ProposeError) -> Status {
+    match error {
+        ProposeError::Failed(message) => failed(Code::Unavailable, message),
+        ProposeError::Unknown(message) => unknown(Code::Unavailable, message),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(failed(Code::InvalidArgument, format!("lock name must be 1 to {NAME_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+fn request_id(id: Option<pb::RequestId>) -> Result<RequestId, Status> {
+    let id = id.ok_or_else(|| failed(Code::InvalidArgument, "missing request id"))?;
+    if id.client.is_empty() || id.client.len() > CLIENT_ID_BYTES_MAX {
+        return Err(failed(Code::InvalidArgument, format!("client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")));
+    }
+    Ok(RequestId { client: id.client, request: id.request })
+}
+
+fn grant_to_pb(grant: &Grant) -> pb::Grant {
+    pb::Grant {
+        name: grant.name.clone(),
+        token: grant.token,
+        lease: grant.token,
+        ttl_ms: grant.ttl_ms,
+        expires_unix_ms: grant.expires_at_ms,
+        label: grant.label.clone(),
+        holder: Some(pb::RequestId { client: grant.holder.client.clone(), request: grant.holder.request }),
+    }
+}
+
+/// The outcome decided for `id` by an applied entry, if the response holds one.
+fn decided(events: &[Event], id: &RequestId) -> Option<Outcome> {
+    events.iter().find_map(|event| match event {
+        Event::Decided { id: decided, outcome } if decided == id => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+/// Forgets a waiter when the call ends, answered or not (a client that hangs up drops the call).
+struct WaiterGuard<'a> {
+    group: &'a LockGroup,
+    id: RequestId,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.group.shared().forget(&self.id);
+    }
+}
+
+pub struct LockService {
+    group: Arc<LockGroup>,
+}
+
+impl LockService {
+    pub fn new(group: Arc<LockGroup>) -> Self {
+        LockService { group }
+    }
+
+    fn count(&self, op: &str, result: &Result<impl Sized, Status>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(status) => match status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok()) {
+                Some("failed") => "failed",
+                _ => "unknown",
+            },
+        };
+        self.group.metrics.requests.with_label_values(&[op, label]).inc();
+    }
+
+    async fn acquire_inner(&self, request: pb::AcquireRequest) -> Result<pb::AcquireResponse, Status> {
+        check_name(&request.name)?;
+        let id = request_id(request.id)?;
+        if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&request.ttl_ms) {
+            return Err(failed(Code::InvalidArgument, format!("ttl must be {TTL_MS_MIN} ms to {TTL_MS_MAX} ms")));
+        }
+        if request.wait_ms > WAIT_MS_MAX {
+            return Err(failed(Code::InvalidArgument, format!("wait must be at most {WAIT_MS_MAX} ms")));
+        }
+        if request.label.len() > LABEL_BYTES_MAX {
+            return Err(failed(Code::InvalidArgument, format!("label must be at most {LABEL_BYTES_MAX} bytes")));
+        }
+        let name = request.name.clone();
+        // Registered before proposing, so a grant applied at once is not missed.
+        let verdict = self.group.shared().await_outcome(id.clone());
+        let _guard = WaiterGuard { group: &self.group, id: id.clone() };
+        let proposal = Proposal::Acquire {
+            id: id.clone(),
+            name: request.name,
+            ttl_ms: request.ttl_ms,
+            wait_ms: if request.no_wait { None } else { Some(request.wait_ms) },
+            label: request.label,
+        };
+        let response = self.group.propose(proposal).await.map_err(propose_status)?;
+        let outcome = match decided(&response.events, &id) {
+            Some(Outcome::Queued { .. }) => {
+                let wait = Duration::from_millis(request.wait_ms) + VERDICT_GRACE;
+                match tokio::time::timeout(wait, verdict).await {
+                    Ok(Ok(outcome)) => outcome,
+                    _ => {
+                        return Err(unknown(
+                            Code::DeadlineExceeded,
+                            format!("no verdict on lock {name:?} by the deadline: the request may still be granted"),
+                        ));
+                    }
+                }
+            }
+            Some(outcome) => outcome,
+            None => return Err(unknown(Code::Internal, "the applied entry did not decide the request")),
+        };
+        match outcome {
+            Outcome::Granted(grant) => Ok(pb::AcquireResponse { grant: Some(grant_to_pb(&grant)) }),
+            Outcome::Busy { holder_token } => Err(failed(
+                Code::FailedPrecondition,
+                match holder_token {
+                    Some(token) => format!("lock {name:?} is held (token {token})"),
+                    None => format!("lock {name:?} is in its lock-delay after an expired lease"),
+                },
+            )),
+            Outcome::TimedOut => {
+                Err(failed(Code::DeadlineExceeded, format!("lock {name:?} was not granted within the wait")))
+            }
+            Outcome::Refused(message) => Err(failed(Code::ResourceExhausted, message)),
+            Outcome::Released | Outcome::NotHolder { .. } | Outcome::Queued { .. } => Err(failed(
+                Code::InvalidArgument,
+                format!("request id {}/{} was already used for another request", id.client, id.request),
+            )),
+        }
+    }
+
+    async fn release_inner(&self, request: pb::ReleaseRequest) -> Result<pb::ReleaseResponse, Status> {
+        check_name(&request.name)?;
+        let id = request_id(request.id)?;
+        let name = request.name.clone();
+        let proposal = Proposal::Release { id: id.clone(), name: request.name, token: request.token };
+        let response = self.group.propose(proposal).await.map_err(propose_status)?;
+        match decided(&response.events, &id) {
+            Some(Outcome::Released) => Ok(pb::ReleaseResponse {}),
+            Some(Outcome::NotHolder { current_token }) => Err(failed(
+                Code::FailedPrecondition,
+                format!(
+                    "token {} does not hold lock {name:?} (current token: {})",
+                    request.token,
+                    current_token.map_or("none".to_string(), |t| t.to_string())
+                ),
+            )),
+            Some(_) => Err(failed(
+                Code::InvalidArgument,
+                format!("request id {}/{} was already used for another request", id.client, id.request),
+            )),
+            None => Err(unknown(Code::Internal, "the applied entry did not decide the request")),
+        }
+    }
+
+    fn state(&self, name: &str) -> pb::LockState {
+        self.group.shared().read(|state| pb::LockState {
+            name: name.to_string(),
+            holder: state.table.holder(name).map(grant_to_pb),
+            waiters: state
+                .table
+                .waiters(name)
+                .into_iter()
+                .map(|id| pb::RequestId { client: id.client, request: id.request })
+                .collect(),
+            applied_index: state.last_applied.map_or(0, |id| id.index),
+        })
+    }
+}
+
+/// Keeps `name` alive under `token`: the new expiry, or `None` if the token no longer holds it.
+async fn keep_alive(group: &LockGroup, name: String, token: u64) -> Result<Option<u64>, Status> {
+    check_name(&name)?;
+    let response = group.propose(Proposal::KeepAlive { name, token }).await.map_err(propose_status)?;
+    Ok(response.events.iter().find_map(|event| match event {
+        Event::KeptAlive { expires_at_ms, .. } => Some(*expires_at_ms),
+        _ => None,
+    }))
+    .map(Option::flatten)
+}
+
+type StateStream = Pin<Box<dyn Stream<Item = Result<pb::LockState, Status>> + Send>>;
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::lock_server::Lock for LockService {
+    async fn acquire(&self, request: Request<pb::AcquireRequest>) -> Result<Response<pb::AcquireResponse>, Status> {
+        let started = Instant::now();
+        let result = self.acquire_inner(request.into_inner()).await;
+        self.group.metrics.acquire_seconds.observe(started.elapsed().as_secs_f64());
+        self.count("acquire", &result);
+        result.map(Response::new)
+    }
+
+    type KeepAliveStream = KeepAliveStream;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(16);
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = match inbound.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) | Err(_) => return,
+                };
+                let result = keep_alive(&group, request.name.clone(), request.token).await;
+                let reply = match result {
+                    Ok(Some(expires_unix_ms)) => {
+                        Ok(pb::KeepAliveResponse { name: request.name, token: request.token, expires_unix_ms })
+                    }
+                    Ok(None) => Err(failed(
+                        Code::NotFound,
+                        format!(
+                            "lease {} no longer holds lock {:?}: it expired or was released",
+                            request.token, request.name
+                        ),
+                    )),
+                    Err(status) => Err(status),
+                };
+                let end = reply.is_err();
+                group.metrics.requests.with_label_values(&["keep_alive", if end { "failed" } else { "ok" }]).inc();
+                if sender.send(reply).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let result = self.release_inner(request.into_inner()).await;
+        self.count("release", &result);
+        result.map(Response::new)
+    }
+
+    async fn describe(&self, request: Request<pb::DescribeRequest>) -> Result<Response<pb::LockState>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        Ok(Response::new(self.state(&name)))
+    }
+
+    async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let names: Vec<String> = self.group.shared().read(|state| state.table.names().cloned().collect());
+        let locks = names.iter().map(|name| self.state(name)).collect();
+        Ok(Response::new(pb::ListResponse { locks }))
+    }
+
+    type WatchStream = StateStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        // Subscribed before reading the first state, so no change falls in between.
+        let mut changes = self.group.shared().subscribe_changes();
+        let (sender, receiver) = mpsc::channel(16);
+        let service = LockService { group: self.group.clone() };
+        tokio::spawn(async move {
+            let mut last = service.state(&name);
+            if sender.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(changed) if changed != name => continue,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = sender.closed() => return,
+                }
+                let state = service.state(&name);
+                if (state.holder.as_ref(), &state.waiters) != (last.holder.as_ref(), &last.waiters) {
+                    if sender.send(Ok(state.clone())).await.is_err() {
+                        return;
+                    }
+                    last = state;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// The members' internal service: Raft messages, and proposals forwarded to the leader.
+pub struct RaftService {
+    group: Arc<LockGroup>,
+}
+
+impl RaftService {
+    pub fn new(group: Arc<LockGroup>) -> Self {
+        RaftService { group }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(message: pb::RaftMessage) -> Result<T, Status> {
+    serde_json::from_slice(&message.payload).map_err(|e| Status::invalid_argument(format!("bad Raft message: {e}")))
+}
+
+fn encode(value: &impl serde::Serialize) -> Response<pb::RaftMessage> {
+    Response::new(pb::RaftMessage { payload: serde_json::to_vec(value).expect("Raft messages serialize") })
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let request = decode(request.into_inner())?;
+        Ok(encode(&self.group.raft().append_entries(request).await))
+    }
+
+    async fn vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let request = decode(request.into_inner())?;
+        Ok(encode(&self.group.raft().vote(request).await))
+    }
+
+    async fn install_snapshot(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let request = decode(request.into_inner())?;
+        Ok(encode(&self.group.raft().install_snapshot(request).await))
+    }
+
+    async fn propose(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let proposal: Proposal = decode(request.into_inner())?;
+        Ok(encode(&self.group.propose_here(proposal).await))
+    }
+
+    async fn group_status(
+        &self,
+        _request: Request<pb::GroupStatusRequest>,
+    ) -> Result<Response<pb::GroupStatusResponse>, Status> {
+        let metrics = self.group.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, member)| pb::GroupMember {
+                id: *id,
+                site: member.site.clone(),
+                endpoint: member.endpoint.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let state = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Ok(Response::new(pb::GroupStatusResponse {
+            id: metrics.id,
+            leader: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            members,
+            state: state.to_string(),
+        }))
+    }
+}

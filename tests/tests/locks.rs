@@ -1,0 +1,324 @@
+//! Global locks with real processes: three nodes forming the lock group on loopback, clients in this
+//! process and the `geostore` CLI.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geostore_client::{Client, Outcome, Wait};
+use geostore_tests::{NodeProcess, geostore, lock_cluster, wait_for_leader};
+use tokio::sync::Mutex;
+
+fn endpoints(nodes: &[NodeProcess]) -> Vec<String> {
+    nodes.iter().map(|n| n.endpoint.clone()).collect()
+}
+
+async fn connect(endpoint: &str) -> Client {
+    Client::connect(&[endpoint]).await.expect("connects")
+}
+
+/// One holding of a lock as a client saw it, in this process's clock.
+#[derive(Debug, Clone)]
+struct Holding {
+    token: u64,
+    /// When the grant arrived.
+    granted: Instant,
+    /// When the release was sent (or, if it never succeeded, when the lease surely ran out).
+    ended: Instant,
+}
+
+/// Checks that holdings never overlapped in real time and that tokens increase in grant order.
+fn check_exclusive(holdings: &mut [Holding]) {
+    holdings.sort_by_key(|h| h.granted);
+    for pair in holdings.windows(2) {
+        assert!(pair[0].token < pair[1].token, "tokens not increasing in grant order: {pair:?}");
+        assert!(pair[1].granted >= pair[0].ended, "two holders at once: {pair:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contended_lock_is_mutually_exclusive_and_first_come_first_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = lock_cluster(dir.path(), &[]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+
+    // Mutual exclusion: 6 clients spread over the three nodes, 10 rounds each on one lock.
+    let holdings = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let endpoint = endpoints[worker % 3].clone();
+        let holdings = holdings.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&endpoint).await;
+            for _ in 0..10 {
+                let grant = client
+                    .acquire("shared", Duration::from_secs(30), Wait::Up(Duration::from_secs(60)), "")
+                    .await
+                    .expect("acquire");
+                let granted = Instant::now();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let ended = Instant::now();
+                client.release("shared", grant.token).await.expect("release");
+                holdings.lock().await.push(Holding { token: grant.token, granted, ended });
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut holdings = holdings.lock().await.clone();
+    assert_eq!(holdings.len(), 60);
+    check_exclusive(&mut holdings);
+
+    // First come, first served: while A holds the lock, B, C and D queue in that order (each seen
+    // queued before the next asks), and are granted in that order when A releases.
+    let a = connect(&endpoints[0]).await;
+    let held = a.acquire("fifo", Duration::from_secs(30), Wait::Try, "a").await.unwrap();
+    let mut waiters = Vec::new();
+    for (index, name) in ["b", "c", "d"].into_iter().enumerate() {
+        let client = connect(&endpoints[(index + 1) % 3]).await;
+        waiters.push(tokio::spawn(async move {
+            let grant = client.acquire("fifo", Duration::from_secs(30), Wait::Up(Duration::from_secs(30)), name).await;
+            let grant = grant.expect("granted in turn");
+            let at = Instant::now();
+            client.release("fifo", grant.token).await.expect("release");
+            (name, grant.token, at)
+        }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.describe("fifo").await.unwrap().waiters.len() < index + 1 {
+            assert!(Instant::now() < deadline, "{name} never queued");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let state = a.describe("fifo").await.unwrap();
+    assert_eq!(state.holder.unwrap().label, "a");
+    a.release("fifo", held.token).await.unwrap();
+    let mut order = Vec::new();
+    for waiter in waiters {
+        order.push(waiter.await.unwrap());
+    }
+    order.sort_by_key(|(_, token, _)| *token);
+    assert_eq!(order.iter().map(|(name, _, _)| *name).collect::<Vec<_>>(), ["b", "c", "d"]);
+    assert!(order[0].1 > held.token);
+
+    // A busy lock with --try fails at once and certainly; releasing with a stale token is refused.
+    let b = connect(&endpoints[1]).await;
+    let first = b.acquire("busy", Duration::from_secs(30), Wait::Try, "").await.unwrap();
+    let error = a.acquire("busy", Duration::from_secs(30), Wait::Try, "").await.unwrap_err();
+    assert_eq!((error.code, error.outcome), (tonic::Code::FailedPrecondition, Outcome::Failed), "{error:?}");
+    assert!(error.message.contains(&format!("token {}", first.token)), "{}", error.message);
+    let error = a.release("busy", first.token + 1000).await.unwrap_err();
+    assert_eq!(error.code, tonic::Code::FailedPrecondition);
+    assert!(error.message.contains("does not hold"), "{}", error.message);
+    // And a wait that runs out is a certain failure too.
+    let started = Instant::now();
+    let error = a.acquire("busy", Duration::from_secs(30), Wait::Up(Duration::from_millis(300)), "").await.unwrap_err();
+    assert_eq!((error.code, error.outcome), (tonic::Code::DeadlineExceeded, Outcome::Failed), "{error:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_during_contention_keeps_tokens_increasing_and_holders_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = lock_cluster(dir.path(), &[]);
+    let endpoints = endpoints(&nodes);
+    let leader = wait_for_leader(&endpoints, Duration::from_secs(20)).await as usize - 1;
+    let survivors: Vec<String> = (0..3).filter(|i| *i != leader).map(|i| endpoints[i].clone()).collect();
+
+    const TTL: Duration = Duration::from_secs(2);
+    let holdings = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let endpoint = survivors[worker % 2].clone();
+        let (holdings, stop) = (holdings.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&endpoint).await;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                let grant = match client.acquire("job", TTL, Wait::Up(Duration::from_secs(5)), "").await {
+                    Ok(grant) => grant,
+                    Err(_) => continue,
+                };
+                let granted = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let release_sent = Instant::now();
+                let ended = match client.release("job", grant.token).await {
+                    Ok(()) => release_sent,
+                    // Not released: the lock is only free once the lease ran out, counted from the send.
+                    Err(_) => sent + TTL,
+                };
+                holdings.lock().await.push(Holding { token: grant.token, granted, ended });
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_kill = holdings.lock().await.len();
+    assert!(before_kill > 0, "no grants before the kill");
+    let killed_at = Instant::now();
+    nodes[leader].kill_9();
+    // Service is back once a grant arrives after the kill.
+    let deadline = killed_at + Duration::from_secs(20);
+    let back_after = loop {
+        if let Some(first) = holdings.lock().await.iter().filter(|h| h.granted > killed_at).map(|h| h.granted).min() {
+            break first - killed_at;
+        }
+        assert!(Instant::now() < deadline, "no grant within 20 s of killing the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut holdings = holdings.lock().await.clone();
+    assert!(holdings.len() > before_kill + 5, "too few grants after the kill: {}", holdings.len());
+    check_exclusive(&mut holdings);
+    eprintln!("leader killed: service back after {back_after:?}; {} grants in all", holdings.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_stops_keeping_alive_loses_the_lock_after_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = lock_cluster(dir.path(), &[]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+
+    // From the CLI: a grant that nobody keeps alive.
+    let (code, stdout, stderr) =
+        geostore(&["lock", "acquire", "cache-fill", "--ttl", "1s", "--try", "--json", "--endpoint", &endpoints[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    let grant: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let first = grant["token"].as_u64().unwrap();
+    assert_eq!(grant["lease"].as_u64(), Some(first));
+    assert!(grant["expires"].as_u64().unwrap() > 0);
+
+    let other = connect(&endpoints[1]).await;
+    let asked = Instant::now();
+    let second = other.acquire("cache-fill", Duration::from_secs(10), Wait::Up(Duration::from_secs(10)), "").await;
+    let second = second.unwrap();
+    assert!(second.token > first);
+    assert!(asked.elapsed() >= Duration::from_millis(500), "granted before the first lease could expire");
+    let (code, _, stderr) =
+        geostore(&["lock", "release", "cache-fill", "--token", &first.to_string(), "--endpoint", &endpoints[2]]);
+    assert_eq!(code, 1, "the expired holder cannot release: {stderr}");
+    assert!(stderr.contains("does not hold"), "{stderr}");
+    other.release("cache-fill", second.token).await.unwrap();
+
+    // `lock run` while its keep-alives stop (the process is paused past the TTL): the lock goes to
+    // another client, and on resuming `lock run` notices, stops its command and exits 4.
+    let mut run = std::process::Command::new(geostore_tests::geostore_bin())
+        .args(["lock", "run", "batch", "--ttl", "1s", "--endpoint", &endpoints[0], "--", "sleep", "60"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.describe("batch").await.unwrap().holder.is_none() {
+        assert!(Instant::now() < deadline, "lock run never took the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = run.id().to_string();
+    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let taken = other.acquire("batch", Duration::from_secs(10), Wait::Up(Duration::from_secs(10)), "").await;
+    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let taken = taken.expect("the paused holder's lease expired");
+    let status = tokio::task::spawn_blocking(move || run.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(4), "lock run must exit 4 when the lock is lost");
+    assert_eq!(other.describe("batch").await.unwrap().holder.unwrap().token, taken.token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_run_exports_the_token_and_releases_and_elections_hand_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = lock_cluster(dir.path(), &[]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+
+    let (code, stdout, stderr) = geostore(&[
+        "lock",
+        "run",
+        "deploy",
+        "--endpoint",
+        &endpoints[1],
+        "--",
+        "sh",
+        "-c",
+        "echo token=$GEOSTORE_FENCE_TOKEN fence=$GEOSTORE_FENCE; exit 7",
+    ]);
+    assert_eq!(code, 7, "the command's exit code: {stderr}");
+    let token: u64 = stdout.trim().strip_prefix("token=").unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(stdout.contains(&format!("fence=deploy:{token}")), "{stdout}");
+    let client = connect(&endpoints[0]).await;
+    assert!(client.describe("deploy").await.unwrap().holder.is_none(), "released at exit");
+    let (code, stdout, _) = geostore(&["lock", "list", "--json", "--endpoint", &endpoints[0]]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["locks"], serde_json::json!([]));
+
+    // Election: observe, campaign (a process that leads until terminated), resign on SIGTERM, and a
+    // second candidate waiting in line takes over.
+    let mut leaders = client.observe("primary").await.unwrap();
+    assert_eq!(leaders.recv().await.unwrap().unwrap(), None);
+    let mut first = std::process::Command::new(geostore_tests::geostore_bin())
+        .args(["election", "campaign", "primary", "node-a", "--ttl", "2s", "--json", "--endpoint", &endpoints[0]])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leader = tokio::time::timeout(Duration::from_secs(10), leaders.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(leader.unwrap().label, "node-a");
+    let second_client = connect(&endpoints[2]).await;
+    let second = tokio::spawn(async move {
+        second_client.campaign("primary", "node-b", Duration::from_secs(2), Duration::from_secs(30)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    assert!(first.wait().unwrap().success(), "campaign resigns and exits 0 on SIGTERM");
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(grant) = leaders.recv().await.unwrap().unwrap() {
+                return grant;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(next.label, "node-b");
+    let guard = second.await.unwrap().unwrap();
+    assert_eq!(guard.token(), next.token);
+    let (code, _, stderr) =
+        geostore(&["election", "resign", "primary", "--token", &next.token.to_string(), "--endpoint", &endpoints[1]]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_keep_increasing_across_snapshots_and_a_restart_of_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots every 20 entries, so the log is purged several times.
+    let mut nodes = lock_cluster(dir.path(), &["--raft-snapshot-every", "20"]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+    let client = connect(&endpoints[0]).await;
+    let mut last = 0;
+    for _ in 0..60 {
+        let grant = client.acquire("rolling", Duration::from_secs(30), Wait::Try, "").await.unwrap();
+        assert!(grant.token > last);
+        last = grant.token;
+        client.release("rolling", grant.token).await.unwrap();
+    }
+    let held = client.acquire("kept", Duration::from_secs(60), Wait::Try, "before restart").await.unwrap();
+    for node in &mut nodes {
+        node.restart();
+    }
+    wait_for_leader(&endpoints, Duration::from_secs(30)).await;
+    let client = connect(&endpoints[1]).await;
+    // The held lock survived (from snapshot plus log), and new tokens are above every earlier one.
+    let state = client.describe("kept").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut state = state;
+    while state.holder.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = client.describe("kept").await.unwrap();
+    }
+    assert_eq!(state.holder.map(|g| g.token), Some(held.token));
+    let grant = client.acquire("rolling", Duration::from_secs(30), Wait::Try, "").await.unwrap();
+    assert!(grant.token > held.token);
+}
