@@ -53,7 +53,7 @@ pub struct LockBenchArgs {
 
 /// One client's connection to the system under test.
 enum Locker {
-    Geostore(Client),
+    Geostore(Box<Client>),
     Etcd { locks: LockClient<Channel>, lease: i64 },
 }
 
@@ -65,7 +65,7 @@ impl Locker {
                 let endpoints = &args.client.endpoints;
                 let rotated: Vec<&String> =
                     endpoints.iter().cycle().skip(index % endpoints.len()).take(endpoints.len()).collect();
-                Client::connect(&rotated).await.map(Locker::Geostore).map_err(|e| e.message)
+                Client::connect(&rotated).await.map(|c| Locker::Geostore(Box::new(c))).map_err(|e| e.message)
             }
             System::Etcd => {
                 let url = &args.etcd_endpoints[index % args.etcd_endpoints.len()];

@@ -15,14 +15,29 @@ pub struct StatusArgs {
 /// `geostore status`: the cluster as the node at the endpoint sees it.
 pub async fn run(args: StatusArgs) -> ExitCode {
     let json = args.client.json;
-    let status = match Client::connect(&args.client.endpoints).await {
-        Ok(client) => client.status().await,
-        Err(error) => Err(error),
+    let client = match Client::connect(&args.client.endpoints).await {
+        Ok(client) => client,
+        Err(error) => return crate::kv::report_error(&error, json),
     };
-    let status = match status {
+    let status = match client.status().await {
         Ok(status) => status,
         Err(error) => return crate::kv::report_error(&error, json),
     };
+    // `None` if the node is not in a lock group.
+    let group = client.group_status().await.ok();
+    let group_json = group.as_ref().map(|group| {
+        json!({
+            "id": group.id,
+            "state": group.state,
+            "leader": group.leader,
+            "term": group.term,
+            "last_log_index": group.last_log_index,
+            "applied_index": group.applied_index,
+            "members": group.members.iter().map(|m| json!({
+                "id": m.id, "site": m.site, "endpoint": m.endpoint, "voter": m.voter,
+            })).collect::<Vec<_>>(),
+        })
+    });
     if json {
         let peers: Vec<_> = status
             .peers
@@ -52,6 +67,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 "clock_drift_refusals": status.clock_drift_refusals,
                 "tombstones_collected": status.tombstones_collected,
                 "peers": peers,
+                "lock_group": group_json,
             })
         );
     } else {
@@ -82,6 +98,29 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 peer.records_applied,
                 peer.last_error
             );
+        }
+        match &group {
+            Some(group) => {
+                println!(
+                    "lock group: member {} is {}, leader {}, term {}, log {} (applied {})",
+                    group.id,
+                    group.state,
+                    if group.leader == 0 { "unknown".to_string() } else { group.leader.to_string() },
+                    group.term,
+                    group.last_log_index,
+                    group.applied_index
+                );
+                for member in &group.members {
+                    println!(
+                        "  member {:<4} {:<12} {:<28} {}",
+                        member.id,
+                        member.site,
+                        member.endpoint,
+                        if member.voter { "voter" } else { "learner" }
+                    );
+                }
+            }
+            None => println!("lock group: none (this node is not a member)"),
         }
     }
     ExitCode::SUCCESS

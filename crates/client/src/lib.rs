@@ -149,6 +149,7 @@ pub struct Client {
     kv: KvClient<Channel>,
     cluster: ClusterClient<Channel>,
     lock: LockClient<Channel>,
+    raft: pb::raft_client::RaftClient<Channel>,
     request_ids: Arc<lock::RequestIds>,
     endpoint: String,
 }
@@ -193,11 +194,13 @@ impl Client {
                 Ok(channel) => {
                     let kv = KvClient::new(channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
                     let cluster = ClusterClient::new(channel.clone());
-                    let lock = LockClient::new(channel);
+                    let lock = LockClient::new(channel.clone());
+                    let raft = pb::raft_client::RaftClient::new(channel);
                     return Ok(Client {
                         kv,
                         cluster,
                         lock,
+                        raft,
                         request_ids: lock::RequestIds::new(),
                         endpoint: endpoint.to_string(),
                     });
@@ -216,6 +219,13 @@ impl Client {
     /// The cluster as the node sees it: sites, partitions, replication lag per peer.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
         Ok(self.cluster.clone().status(pb::StatusRequest {}).await.map_err(Error::from_status)?.into_inner())
+    }
+
+    /// The lock group as the node sees it (its role, the leader, the members); fails if the node is not
+    /// in a lock group.
+    pub async fn group_status(&self) -> Result<pb::GroupStatusResponse> {
+        let request = pb::GroupStatusRequest {};
+        Ok(self.raft.clone().group_status(request).await.map_err(Error::from_status)?.into_inner())
     }
 
     /// The endpoint this client is connected to.

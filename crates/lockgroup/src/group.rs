@@ -219,7 +219,7 @@ impl LockGroup {
                 }),
                 Some(leader) => match self.member(leader) {
                     None => Err(format!("leader {leader} is not in the membership")),
-                    Some(member) => match self.forward(&member, &proposal).await {
+                    Some(member) => match self.forward_while_leader(leader, &member, &proposal).await {
                         Ok(Ok(response)) => Ok(response),
                         Ok(Err(ProposeHereError { maybe_applied: applied, message })) => {
                             maybe_applied |= applied;
@@ -254,7 +254,16 @@ impl LockGroup {
 
     async fn write(&self, command: Command) -> Result<Response, ProposeHereError> {
         let leading_before = self.is_leader();
-        match self.raft.client_write(Request(command)).await {
+        // A leader cut off from the majority keeps its role until it hears of a newer term, and its
+        // entries never commit: give up after the leader wait (the entry may still commit later).
+        let write = tokio::time::timeout(self.leader_wait, self.raft.client_write(Request(command))).await;
+        let Ok(write) = write else {
+            return Err(ProposeHereError {
+                maybe_applied: true,
+                message: format!("not committed within {:?}: no majority reachable?", self.leader_wait),
+            });
+        };
+        match write {
             Ok(reply) => Ok(reply.data),
             // Not the leader before, at or after the call: nothing was appended. (A leader that appends
             // and then loses its leadership answers the same way, so leading at any point means unknown.
@@ -296,6 +305,25 @@ impl LockGroup {
     pub fn member(&self, id: NodeId) -> Option<Member> {
         let member = self.shared.read(|state| state.membership.membership().get_node(&id).cloned())?;
         Some(Member { endpoint: self.network.route(id, &member), site: member.site })
+    }
+
+    /// [`LockGroup::forward`], abandoned if this node learns of another leader meanwhile (an old leader
+    /// cut off from the majority would hold the proposal until it times out).
+    async fn forward_while_leader(
+        &self,
+        leader: NodeId,
+        member: &Member,
+        proposal: &Proposal,
+    ) -> Result<Result<Response, ProposeHereError>, ForwardError> {
+        let mut metrics = self.raft.metrics();
+        let replaced = metrics.wait_for(|m| m.current_leader.is_some_and(|current| current != leader));
+        tokio::select! {
+            result = self.forward(member, proposal) => result,
+            _ = replaced => Err(ForwardError {
+                maybe_sent: true,
+                message: format!("leader {leader} was replaced while it held the proposal"),
+            }),
+        }
     }
 
     async fn forward(

@@ -221,10 +221,9 @@ async fn keep_alive(group: &LockGroup, name: String, token: u64) -> Result<Optio
     check_name(&name)?;
     let response = group.propose(Proposal::KeepAlive { name, token }).await.map_err(propose_status)?;
     Ok(response.events.iter().find_map(|event| match event {
-        Event::KeptAlive { expires_at_ms, .. } => Some(*expires_at_ms),
+        Event::KeptAlive { expires_at_ms, .. } => *expires_at_ms,
         _ => None,
     }))
-    .map(Option::flatten)
 }
 
 type StateStream = Pin<Box<dyn Stream<Item = Result<pb::LockState, Status>> + Send>>;

@@ -11,6 +11,10 @@
 //! the latest snapshot and openraft re-applies the committed entries after it. Appends are fsynced before
 //! openraft is told they are flushed, so a vote or an acknowledged entry survives a crash of the machine.
 
+// openraft's trait methods return its `StorageError` (large, but not ours to shrink); the helpers here
+// return the same type so that `?` works throughout.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::io::Cursor;
