@@ -80,11 +80,15 @@ async fn bad_requests_are_refused_specifically_and_change_nothing() {
         Case { name: "counter overflow", code: FailedPrecondition, message: "overflows a 64-bit counter" },
     );
     expect_error(
-        client.put_request(pb::PutRequest { key: b"reg".to_vec(), value: b"v".to_vec(), ttl_ms: Some(-5) }).await,
+        client
+            .put_request(pb::PutRequest { key: b"reg".to_vec(), value: b"v".to_vec(), ttl_ms: Some(-5), fence: None })
+            .await,
         Case { name: "negative TTL", code: InvalidArgument, message: "a TTL must be positive; got -5 ms" },
     );
     expect_error(
-        client.put_request(pb::PutRequest { key: b"reg".to_vec(), value: b"v".to_vec(), ttl_ms: Some(0) }).await,
+        client
+            .put_request(pb::PutRequest { key: b"reg".to_vec(), value: b"v".to_vec(), ttl_ms: Some(0), fence: None })
+            .await,
         Case { name: "zero TTL", code: InvalidArgument, message: "a TTL must be positive; got 0 ms" },
     );
     expect_error(
@@ -100,13 +104,26 @@ async fn bad_requests_are_refused_specifically_and_change_nothing() {
     let results = client
         .batch(vec![
             pb::WriteOp {
-                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"ctr".to_vec(), delta: 1 })),
+                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest {
+                    key: b"ctr".to_vec(),
+                    delta: 1,
+                    fence: None,
+                })),
             },
             pb::WriteOp {
-                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest { key: b"set".to_vec(), delta: 1 })),
+                op: Some(pb::write_op::Op::Increment(pb::IncrementRequest {
+                    key: b"set".to_vec(),
+                    delta: 1,
+                    fence: None,
+                })),
             },
             pb::WriteOp {
-                op: Some(pb::write_op::Op::Put(pb::PutRequest { key: Vec::new(), value: Vec::new(), ttl_ms: None })),
+                op: Some(pb::write_op::Op::Put(pb::PutRequest {
+                    key: Vec::new(),
+                    value: Vec::new(),
+                    ttl_ms: None,
+                    fence: None,
+                })),
             },
             pb::WriteOp { op: None },
         ])

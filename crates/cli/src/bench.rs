@@ -153,12 +153,17 @@ impl PhaseResult {
 
 fn write_op(op: BenchOp, key: String, value: &[u8]) -> pb::WriteOp {
     let op = match op {
-        BenchOp::Put => {
-            pb::write_op::Op::Put(pb::PutRequest { key: key.into_bytes(), value: value.to_vec(), ttl_ms: None })
-        }
-        BenchOp::Incr | BenchOp::Get => {
-            pb::write_op::Op::Increment(pb::IncrementRequest { key: format!("{key}:n").into_bytes(), delta: 1 })
-        }
+        BenchOp::Put => pb::write_op::Op::Put(pb::PutRequest {
+            key: key.into_bytes(),
+            value: value.to_vec(),
+            ttl_ms: None,
+            fence: None,
+        }),
+        BenchOp::Incr | BenchOp::Get => pb::write_op::Op::Increment(pb::IncrementRequest {
+            key: format!("{key}:n").into_bytes(),
+            delta: 1,
+            fence: None,
+        }),
     };
     pb::WriteOp { op: Some(op) }
 }

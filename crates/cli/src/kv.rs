@@ -22,6 +22,34 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// The lock a write is made under.
+#[derive(Args, Clone)]
+pub struct FenceArg {
+    /// Make the write under a lock: LOCK:TOKEN (the token from `lock acquire`). Replicas that know a
+    /// higher token for the lock refuse it. Inside `geostore lock run`, GEOSTORE_FENCE sets it.
+    #[arg(long, env = "GEOSTORE_FENCE", value_parser = parse_fence)]
+    fence: Option<(String, u64)>,
+}
+
+fn parse_fence(text: &str) -> Result<(String, u64), String> {
+    let (lock, token) = text.rsplit_once(':').ok_or_else(|| format!("fence {text:?}: expected LOCK:TOKEN"))?;
+    let token = token.parse().map_err(|_| format!("fence {text:?}: bad token {token:?}"))?;
+    if lock.is_empty() {
+        return Err(format!("fence {text:?}: the lock name is empty"));
+    }
+    Ok((lock.to_string(), token))
+}
+
+impl FenceArg {
+    /// `client`, fenced if asked.
+    fn apply(&self, client: &Client) -> Client {
+        match &self.fence {
+            Some((lock, token)) => client.with_fence(lock, *token),
+            None => client.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct KvArgs {
     #[command(flatten)]
@@ -50,26 +78,38 @@ enum KvOp {
         /// Expire the key this long after the write (e.g. 30s, 5m, 1h).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
+        #[command(flatten)]
+        fence: FenceArg,
     },
     /// Delete a key of any type.
-    Del { key: String },
+    Del {
+        key: String,
+        #[command(flatten)]
+        fence: FenceArg,
+    },
     /// Add to a counter (default 1; may be negative).
     Incr {
         key: String,
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         delta: i64,
+        #[command(flatten)]
+        fence: FenceArg,
     },
     /// Add members to a set.
     Sadd {
         key: String,
         #[arg(required = true)]
         members: Vec<String>,
+        #[command(flatten)]
+        fence: FenceArg,
     },
     /// Remove members from a set.
     Srem {
         key: String,
         #[arg(required = true)]
         members: Vec<String>,
+        #[command(flatten)]
+        fence: FenceArg,
     },
     /// List a set's members.
     Smembers { key: String },
@@ -78,6 +118,8 @@ enum KvOp {
         key: String,
         #[arg(value_parser = humantime::parse_duration)]
         ttl: Duration,
+        #[command(flatten)]
+        fence: FenceArg,
     },
 }
 
@@ -130,14 +172,20 @@ async fn execute(args: KvArgs) -> Result<Output, Error> {
         KvOp::Get { key, after: Some(token), wait } => {
             Ok(read_output(&key, client.get_after(key.as_str(), token, wait).await?))
         }
-        KvOp::Put { key, value, ttl } => Ok(write_output(&key, client.put(key.as_str(), value, ttl).await?)),
-        KvOp::Del { key } => Ok(write_output(&key, client.delete(key.as_str()).await?)),
-        KvOp::Incr { key, delta } => Ok(write_output(&key, client.increment(key.as_str(), delta).await?)),
-        KvOp::Sadd { key, members } => {
-            Ok(write_output(&key, client.set_add(key.as_str(), members.iter().map(|m| bytes(m)).collect()).await?))
+        KvOp::Put { key, value, ttl, fence } => {
+            Ok(write_output(&key, fence.apply(&client).put(key.as_str(), value, ttl).await?))
         }
-        KvOp::Srem { key, members } => {
-            Ok(write_output(&key, client.set_remove(key.as_str(), members.iter().map(|m| bytes(m)).collect()).await?))
+        KvOp::Del { key, fence } => Ok(write_output(&key, fence.apply(&client).delete(key.as_str()).await?)),
+        KvOp::Incr { key, delta, fence } => {
+            Ok(write_output(&key, fence.apply(&client).increment(key.as_str(), delta).await?))
+        }
+        KvOp::Sadd { key, members, fence } => {
+            let members = members.iter().map(|m| bytes(m)).collect();
+            Ok(write_output(&key, fence.apply(&client).set_add(key.as_str(), members).await?))
+        }
+        KvOp::Srem { key, members, fence } => {
+            let members = members.iter().map(|m| bytes(m)).collect();
+            Ok(write_output(&key, fence.apply(&client).set_remove(key.as_str(), members).await?))
         }
         KvOp::Smembers { key } => {
             let members = client.set_members(key.as_str()).await?;
@@ -149,7 +197,9 @@ async fn execute(args: KvArgs) -> Result<Output, Error> {
                 json: json!({"key": key, "found": found, "type": "set", "value": members}),
             })
         }
-        KvOp::Expire { key, ttl } => Ok(write_output(&key, client.expire(key.as_str(), ttl).await?)),
+        KvOp::Expire { key, ttl, fence } => {
+            Ok(write_output(&key, fence.apply(&client).expire(key.as_str(), ttl).await?))
+        }
     }
 }
 

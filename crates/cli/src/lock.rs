@@ -55,6 +55,9 @@ enum LockOp {
         name: String,
         #[arg(long)]
         token: u64,
+        /// Left for the next holder (it finds it as `previous_note` in its grant), e.g. a causal token.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// Every held or awaited lock.
     List,
@@ -111,6 +114,7 @@ fn grant_json(grant: &Grant) -> Json {
         "ttl_ms": u64::try_from(grant.ttl.as_millis()).unwrap_or(u64::MAX),
         "expires": grant.expires_unix_ms,
         "label": grant.label,
+        "previous_note": grant.previous_note,
     })
 }
 
@@ -158,8 +162,8 @@ pub async fn run(args: LockArgs) -> ExitCode {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            LockOp::Release { name, token } => {
-                client.release(&name, token).await?;
+            LockOp::Release { name, token, note } => {
+                client.release_with_note(&name, token, note.as_deref()).await?;
                 print(json_output, json!({"name": name, "released": true, "token": token}), "OK".into());
                 Ok(ExitCode::SUCCESS)
             }

@@ -152,6 +152,8 @@ pub struct Client {
     raft: pb::raft_client::RaftClient<Channel>,
     request_ids: Arc<lock::RequestIds>,
     endpoint: String,
+    /// Sent with every write made through this client (see [`Client::with_fence`]).
+    fence: Option<pb::Fence>,
 }
 
 /// Formats a causal token as `SITE:PARTITION:SEQUENCE`, the form `geostore kv get --after` takes.
@@ -203,6 +205,7 @@ impl Client {
                         raft,
                         request_ids: lock::RequestIds::new(),
                         endpoint: endpoint.to_string(),
+                        fence: None,
                     });
                 }
                 Err(failure) => failures.push(failure),
@@ -226,6 +229,18 @@ impl Client {
     pub async fn group_status(&self) -> Result<pb::GroupStatusResponse> {
         let request = pb::GroupStatusRequest {};
         Ok(self.raft.clone().group_status(request).await.map_err(Error::from_status)?.into_inner())
+    }
+
+    /// A client (sharing this one's connection) whose writes are made under lock `lock` with fencing
+    /// token `token`: each replica refuses them (FAILED_PRECONDITION, outcome failed) once it knows a
+    /// higher token for the lock, and registers order them by token first.
+    pub fn with_fence(&self, lock: &str, token: u64) -> Client {
+        Client { fence: Some(pb::Fence { lock: lock.to_string(), token }), ..self.clone() }
+    }
+
+    /// The fence this client's writes carry, if any.
+    pub fn fence(&self) -> Option<&pb::Fence> {
+        self.fence.as_ref()
     }
 
     /// The endpoint this client is connected to.
@@ -276,7 +291,8 @@ impl Client {
         value: impl Into<Vec<u8>>,
         ttl: Option<Duration>,
     ) -> Result<WriteAck> {
-        let request = pb::PutRequest { key: key.into(), value: value.into(), ttl_ms: ttl.map(millis) };
+        let request =
+            pb::PutRequest { key: key.into(), value: value.into(), ttl_ms: ttl.map(millis), fence: self.fence.clone() };
         self.put_request(request).await
     }
 
@@ -286,23 +302,24 @@ impl Client {
     }
 
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<WriteAck> {
-        let reply = self.kv.clone().delete(pb::DeleteRequest { key: key.into() }).await.map_err(Error::from_status)?;
+        let request = pb::DeleteRequest { key: key.into(), fence: self.fence.clone() };
+        let reply = self.kv.clone().delete(request).await.map_err(Error::from_status)?;
         Ok(reply.into_inner().into())
     }
 
     /// Adds `delta` to a counter; the acknowledgement carries the new value.
     pub async fn increment(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<WriteAck> {
-        let request = pb::IncrementRequest { key: key.into(), delta };
+        let request = pb::IncrementRequest { key: key.into(), delta, fence: self.fence.clone() };
         Ok(self.kv.clone().increment(request).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     pub async fn set_add(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
-        let request = pb::SetAddRequest { key: key.into(), members };
+        let request = pb::SetAddRequest { key: key.into(), members, fence: self.fence.clone() };
         Ok(self.kv.clone().set_add(request).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     pub async fn set_remove(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
-        let request = pb::SetRemoveRequest { key: key.into(), members };
+        let request = pb::SetRemoveRequest { key: key.into(), members, fence: self.fence.clone() };
         Ok(self.kv.clone().set_remove(request).await.map_err(Error::from_status)?.into_inner().into())
     }
 
@@ -321,7 +338,7 @@ impl Client {
 
     /// [`Client::expire`] with the TTL as sent on the wire (possibly invalid: for tests of the server's checks).
     pub async fn expire_ms(&self, key: impl Into<Vec<u8>>, ttl_ms: i64) -> Result<WriteAck> {
-        let request = pb::ExpireRequest { key: key.into(), ttl_ms };
+        let request = pb::ExpireRequest { key: key.into(), ttl_ms, fence: self.fence.clone() };
         Ok(self.kv.clone().expire(request).await.map_err(Error::from_status)?.into_inner().into())
     }
 

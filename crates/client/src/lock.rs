@@ -59,6 +59,8 @@ pub struct Grant {
     /// When the lease runs out by the leader's clock if not kept alive, ms since the Unix epoch.
     pub expires_unix_ms: u64,
     pub label: String,
+    /// The note the last releasing holder left (see [`Client::release_with_note`]).
+    pub previous_note: Option<String>,
 }
 
 impl From<pb::Grant> for Grant {
@@ -70,6 +72,7 @@ impl From<pb::Grant> for Grant {
             ttl: Duration::from_millis(grant.ttl_ms),
             expires_unix_ms: grant.expires_unix_ms,
             label: grant.label,
+            previous_note: if grant.previous_note.is_empty() { None } else { Some(grant.previous_note) },
         }
     }
 }
@@ -128,7 +131,19 @@ impl Client {
 
     /// Releases `name` held under `token`. FAILED_PRECONDITION if that token does not hold it.
     pub async fn release(&self, name: &str, token: u64) -> Result<()> {
-        let request = pb::ReleaseRequest { name: name.to_string(), token, id: Some(self.request_ids.next()) };
+        self.release_with_note(name, token, None).await
+    }
+
+    /// Releases `name` and leaves `note` for the next holder, who finds it in its grant
+    /// ([`Grant::previous_note`]): typically the causal token of the last write made under the lock, so
+    /// that the next holder, in whatever site, reads after it.
+    pub async fn release_with_note(&self, name: &str, token: u64, note: Option<&str>) -> Result<()> {
+        let request = pb::ReleaseRequest {
+            name: name.to_string(),
+            token,
+            id: Some(self.request_ids.next()),
+            note: note.unwrap_or_default().to_string(),
+        };
         let mut attempt = 0;
         loop {
             match self.lock.clone().release(request.clone()).await {
@@ -258,6 +273,11 @@ impl LockGuard {
         self.grant.token
     }
 
+    /// A client whose writes are fenced with this lock's token.
+    pub fn client(&self) -> Client {
+        self.client.with_fence(&self.grant.name, self.grant.token)
+    }
+
     /// Whether the lock is known or feared lost.
     pub fn lost(&self) -> Option<Lost> {
         self.state.borrow().clone()
@@ -273,8 +293,13 @@ impl LockGuard {
 
     /// Stops keeping the lease alive and releases the lock.
     pub async fn release(self) -> Result<()> {
+        self.release_with_note(None).await
+    }
+
+    /// Releases the lock, leaving `note` for the next holder.
+    pub async fn release_with_note(self, note: Option<&str>) -> Result<()> {
         self.task.abort();
-        self.client.release(&self.grant.name, self.grant.token).await
+        self.client.release_with_note(&self.grant.name, self.grant.token, note).await
     }
 }
 

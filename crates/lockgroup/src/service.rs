@@ -74,6 +74,7 @@ fn grant_to_pb(grant: &Grant) -> pb::Grant {
         expires_unix_ms: grant.expires_at_ms,
         label: grant.label.clone(),
         holder: Some(pb::RequestId { client: grant.holder.client.clone(), request: grant.holder.request }),
+        previous_note: grant.previous_note.clone().unwrap_or_default(),
     }
 }
 
@@ -181,7 +182,11 @@ impl LockService {
         check_name(&request.name)?;
         let id = request_id(request.id)?;
         let name = request.name.clone();
-        let proposal = Proposal::Release { id: id.clone(), name: request.name, token: request.token };
+        if request.note.len() > LABEL_BYTES_MAX {
+            return Err(failed(Code::InvalidArgument, format!("note must be at most {LABEL_BYTES_MAX} bytes")));
+        }
+        let note = if request.note.is_empty() { None } else { Some(request.note) };
+        let proposal = Proposal::Release { id: id.clone(), name: request.name, token: request.token, note };
         let response = self.group.propose(proposal).await.map_err(propose_status)?;
         match decided(&response.events, &id) {
             Some(Outcome::Released) => Ok(pb::ReleaseResponse {}),

@@ -57,6 +57,7 @@ pub enum Proposal {
         id: RequestId,
         name: String,
         token: u64,
+        note: Option<String>,
     },
     KeepAlive {
         name: String,
@@ -75,7 +76,7 @@ impl Proposal {
                 };
                 Command::Acquire { id, name, ttl_ms, wait, label, now_ms }
             }
-            Proposal::Release { id, name, token } => Command::Release { id, name, token, now_ms },
+            Proposal::Release { id, name, token, note } => Command::Release { id, name, token, note, now_ms },
             Proposal::KeepAlive { name, token } => Command::KeepAlive { name, token, now_ms },
         }
     }

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 /// Request ids remembered for exactly-once retries; the oldest are forgotten beyond this.
 pub const REMEMBERED_REQUESTS_MAX: usize = 100_000;
+/// Release notes remembered (one per lock name); the oldest are forgotten beyond this.
+pub const NOTES_MAX: usize = 100_000;
 /// Waiters one lock may queue.
 pub const WAITERS_PER_LOCK_MAX: usize = 10_000;
 
@@ -55,6 +57,10 @@ pub enum Command {
         id: RequestId,
         name: String,
         token: u64,
+        /// Left for the next holder (handed over in its grant): typically the causal token of the last
+        /// write made under the lock, so the next holder can read after it.
+        #[serde(default)]
+        note: Option<String>,
         now_ms: u64,
     },
     KeepAlive {
@@ -112,6 +118,9 @@ pub struct Grant {
     /// By the leader's clock.
     pub expires_at_ms: u64,
     pub label: String,
+    /// The note of the last holder that released this lock with one, if any.
+    #[serde(default)]
+    pub previous_note: Option<String>,
 }
 
 /// What happened to an acquire or release.
@@ -179,6 +188,11 @@ pub struct LockTable {
     /// The highest token granted by any lock, and the last index applied.
     last_token: u64,
     last_index: u64,
+    /// The note each lock's last releasing holder left, by lock name; `note_order` says which to forget
+    /// first beyond [`NOTES_MAX`].
+    #[serde(with = "as_pairs")]
+    notes: BTreeMap<String, String>,
+    note_order: VecDeque<String>,
     /// How long an expired (not released) lock stays ungranted: what this member proposes when it leads.
     #[serde(skip)]
     lock_delay_ms: u64,
@@ -300,7 +314,7 @@ impl LockTable {
                 };
                 self.decide(id, outcome, &mut events);
             }
-            Command::Release { id, name, token, now_ms } => {
+            Command::Release { id, name, token, note, now_ms } => {
                 if let Some(outcome) = self.decided.get(&id) {
                     events.push(Event::Decided { id, outcome: outcome.clone() });
                     return events;
@@ -308,6 +322,9 @@ impl LockTable {
                 let current = self.holder(&name).map(|grant| grant.token);
                 if current == Some(token) {
                     self.locks.get_mut(&name).expect("held").holder = None;
+                    if let Some(note) = note {
+                        self.leave_note(&name, note);
+                    }
                     events.push(Event::Changed { name: name.clone() });
                     self.decide(id, Outcome::Released, &mut events);
                     self.grant_next(index, &name, now_ms, &mut events);
@@ -376,6 +393,7 @@ impl LockTable {
     }
 
     fn grant(&mut self, index: u64, name: &str, holder: RequestId, ttl_ms: u64, label: String, now_ms: u64) -> Grant {
+        let previous_note = self.notes.get(name).cloned();
         let lock = self.locks.get_mut(name).expect("the lock exists");
         assert!(lock.holder.is_none(), "lock {name:?} granted while held");
         // The fencing token is the index of this entry: strictly above every earlier grant, of this lock
@@ -383,10 +401,28 @@ impl LockTable {
         assert!(index > lock.last_token && index > self.last_token, "fencing token {index} does not increase");
         lock.last_token = index;
         self.last_token = index;
-        let grant =
-            Grant { name: name.to_string(), token: index, holder, ttl_ms, expires_at_ms: now_ms + ttl_ms, label };
+        let grant = Grant {
+            name: name.to_string(),
+            token: index,
+            holder,
+            ttl_ms,
+            expires_at_ms: now_ms + ttl_ms,
+            label,
+            previous_note,
+        };
         lock.holder = Some(grant.clone());
         grant
+    }
+
+    fn leave_note(&mut self, name: &str, note: String) {
+        if self.notes.insert(name.to_string(), note).is_none() {
+            self.note_order.push_back(name.to_string());
+        }
+        while self.note_order.len() > NOTES_MAX {
+            if let Some(oldest) = self.note_order.pop_front() {
+                self.notes.remove(&oldest);
+            }
+        }
     }
 
     fn decide(&mut self, id: RequestId, outcome: Outcome, events: &mut Vec<Event>) {

@@ -41,11 +41,12 @@ fn waiters_are_served_first_come_first_served_with_the_releasing_entry_as_token(
         outcome(&table.apply(4, acquire("d", 1, Wait::Until(500), 0)), &id("d", 1)),
         Some(Outcome::Queued { position: 2 })
     );
-    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 10 };
+    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, note: None, now_ms: 10 };
     let events = table.apply(5, release);
     assert_eq!(outcome(&events, &id("a", 2)), Some(Outcome::Released));
     assert_eq!(granted_token(&events, &id("c", 1)), Some(5), "the first waiter, in the same entry");
-    let events = table.apply(6, Command::Release { id: id("c", 2), name: "job".into(), token: 5, now_ms: 20 });
+    let events =
+        table.apply(6, Command::Release { id: id("c", 2), name: "job".into(), token: 5, note: None, now_ms: 20 });
     assert_eq!(granted_token(&events, &id("d", 1)), Some(6));
 }
 
@@ -57,7 +58,7 @@ fn a_retried_request_is_applied_once() {
     assert_eq!(granted_token(&table.apply(2, acquire("a", 1, Wait::Try, 0)), &id("a", 1)), Some(1));
     assert_eq!(table.holder("job").unwrap().token, 1);
     table.apply(3, acquire("b", 1, Wait::Until(10_000), 0));
-    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 5 };
+    let release = Command::Release { id: id("a", 2), name: "job".into(), token: 1, note: None, now_ms: 5 };
     table.apply(4, release.clone());
     assert_eq!(table.holder("job").unwrap().token, 4);
     // A retried release must not release b's grant.
@@ -69,7 +70,8 @@ fn a_retried_request_is_applied_once() {
 fn a_release_with_a_stale_token_changes_nothing() {
     let mut table = LockTable::new(0);
     table.apply(1, acquire("a", 1, Wait::Try, 0));
-    let events = table.apply(2, Command::Release { id: id("x", 1), name: "job".into(), token: 7, now_ms: 0 });
+    let events =
+        table.apply(2, Command::Release { id: id("x", 1), name: "job".into(), token: 7, note: None, now_ms: 0 });
     assert_eq!(outcome(&events, &id("x", 1)), Some(Outcome::NotHolder { current_token: Some(1) }));
     assert_eq!(table.holder("job").unwrap().token, 1);
 }
@@ -127,7 +129,8 @@ fn a_waiter_past_its_deadline_times_out_and_is_never_granted() {
     table.apply(3, acquire("c", 1, Wait::Until(10_000), 0));
     let give_up = table.due(300).into_iter().find(|c| matches!(c, Command::GiveUp { .. })).unwrap();
     assert_eq!(outcome(&table.apply(4, give_up), &id("b", 1)), Some(Outcome::TimedOut));
-    let events = table.apply(5, Command::Release { id: id("a", 2), name: "job".into(), token: 1, now_ms: 400 });
+    let events =
+        table.apply(5, Command::Release { id: id("a", 2), name: "job".into(), token: 1, note: None, now_ms: 400 });
     assert_eq!(granted_token(&events, &id("c", 1)), Some(5));
 }
 
@@ -158,6 +161,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             }
         ),
         (client, 0_u64..6, name.clone(), 0_u64..40).prop_map(|(client, request, name, token)| Command::Release {
+            note: None,
             id: RequestId { client, request: request + 100 },
             name,
             token,
@@ -259,4 +263,25 @@ fn grants_keep_their_label_and_the_table_round_trips_through_json() {
     let mut copy = copy;
     let retry = copy.apply(3, acquire("a", 1, Wait::Try, 0));
     assert_eq!(granted_token(&retry, &id("a", 1)), Some(1), "a retry after a snapshot is still applied once");
+}
+
+#[test]
+fn a_release_note_is_handed_to_the_next_holder() {
+    let mut table = LockTable::new(0);
+    table.apply(1, acquire("a", 1, Wait::Try, 0));
+    table.apply(2, acquire("b", 1, Wait::Until(9000), 0));
+    let note = Some("dc0:3:17".to_string());
+    let events = table.apply(3, Command::Release { id: id("a", 2), name: "job".into(), token: 1, note, now_ms: 5 });
+    match outcome(&events, &id("b", 1)) {
+        Some(Outcome::Granted(grant)) => assert_eq!(grant.previous_note.as_deref(), Some("dc0:3:17")),
+        other => panic!("b not granted: {other:?}"),
+    }
+    // The note outlives the lock being free, and a release without a note keeps the last one.
+    table.apply(4, Command::Release { id: id("b", 2), name: "job".into(), token: 3, note: None, now_ms: 6 });
+    assert!(table.holder("job").is_none());
+    let events = table.apply(5, acquire("c", 1, Wait::Try, 7));
+    match outcome(&events, &id("c", 1)) {
+        Some(Outcome::Granted(grant)) => assert_eq!(grant.previous_note.as_deref(), Some("dc0:3:17")),
+        other => panic!("c not granted: {other:?}"),
+    }
 }

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod encoding;
 pub mod entry;
+pub mod fence;
 pub mod limits;
 pub mod marker;
 pub mod partition;
@@ -14,6 +15,7 @@ pub mod partition;
 pub use clock::{ClockError, Hlc, HybridClock, ManualWallClock, OffsetWallClock, SystemWallClock, WallClock};
 pub use encoding::{decode_entry, encode_entry};
 pub use entry::{Applied, Entry, Kind, Op, OpError, Read, Value};
+pub use fence::{Fence, fence_key};
 pub use limits::{InvalidRequest, Limits};
 pub use marker::{Marker, ReplicaId};
 pub use partition::{DEFAULT_PARTITIONS, PartitionId, partition_of};

@@ -42,6 +42,10 @@ pub enum InvalidRequest {
     TooManyMembers { op: &'static str, count: usize },
     #[error("a set member is {len} bytes; the limit is {max}")]
     MemberTooLarge { len: usize, max: usize },
+    #[error("keys starting with bytes ff 00 are reserved for geostore")]
+    ReservedKey,
+    #[error("bad fence: {0}")]
+    BadFence(String),
 }
 
 pub fn validate_key(key: &[u8]) -> Result<(), InvalidRequest> {
@@ -70,6 +74,9 @@ impl Limits {
     /// Checks a write completely: key, value sizes, TTLs and member lists.
     pub fn validate(&self, key: &[u8], op: &Op) -> Result<(), InvalidRequest> {
         validate_key(key)?;
+        if key.starts_with(crate::fence::RESERVED_KEY_PREFIX) {
+            return Err(InvalidRequest::ReservedKey);
+        }
         let max = self.value_bytes_max;
         match op {
             Op::Put { value, ttl_ms } => {

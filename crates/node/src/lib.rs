@@ -128,6 +128,11 @@ pub async fn run(
             )
             .await?;
             background.push(task);
+            // Fenced writes are checked against the token holding the lock by this node's lock table.
+            let source = group.clone();
+            store.set_fence_source(Arc::new(move |lock: &str| {
+                source.shared().read(|state| state.table.holder(lock).map(|grant| grant.token))
+            }));
             Some(group)
         }
         None => None,

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub clock_drift_refusals: IntCounter,
     /// Dead keys (deleted or expired) removed once every site had acknowledged them.
     pub tombstones_collected: IntCounter,
+    /// Fenced writes refused because this replica knew a higher token for their lock.
+    pub fenced_rejections: IntCounter,
 }
 
 impl Metrics {
@@ -92,8 +94,14 @@ impl Metrics {
             "Deleted or expired keys removed once every site acknowledged them",
         )
         .expect("valid metric");
+        let fenced_rejections = IntCounter::new(
+            "geostore_fenced_rejections_total",
+            "Fenced writes refused because this replica knew a higher token for their lock",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(tombstones_collected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fenced_rejections.clone()),
             Box::new(replication_lag_seconds.clone()),
             Box::new(replicated_records.clone()),
             Box::new(anti_entropy_repairs.clone()),
@@ -122,6 +130,7 @@ impl Metrics {
             anti_entropy_repairs,
             clock_drift_refusals,
             tombstones_collected,
+            fenced_rejections,
         }
     }
 
@@ -134,6 +143,7 @@ impl Metrics {
             )) => "rejected",
             Err(WriteError::Unavailable(_)) => "unavailable",
             Err(WriteError::Unknown(_)) => "unknown",
+            Err(WriteError::Fenced { .. }) => "fenced",
         };
         self.writes.with_label_values(&[op.name(), outcome]).inc();
     }

@@ -10,7 +10,7 @@ use geostore_proto::v1::kv_server::Kv;
 use tonic::{Code, Request, Response, Status};
 
 use crate::metrics::Metrics;
-use crate::store::{CausalToken, ReadError, Store, WriteError, WriteOutcome};
+use crate::store::{CausalToken, FencedOp, ReadError, Store, WriteError, WriteOutcome};
 
 pub struct KvService {
     store: Arc<Store>,
@@ -24,8 +24,14 @@ impl KvService {
         Self { store, metrics, causal_wait_max }
     }
 
-    async fn write(&self, method: &'static str, key: Vec<u8>, op: Op) -> Result<Response<pb::WriteResponse>, Status> {
-        let result = self.store.write(key.clone(), op).await;
+    async fn write(
+        &self,
+        method: &'static str,
+        key: Vec<u8>,
+        op: Op,
+        fence: Option<pb::Fence>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let result = self.store.write_fenced(key.clone(), op, fence.map(fence_of)).await;
         let reply = result.map(|outcome| Response::new(write_response(outcome)));
         self.count(method, reply.map_err(|error| write_status(method, &key, &error)))
     }
@@ -100,6 +106,7 @@ fn write_status(method: &str, key: &[u8], error: &WriteError) -> Status {
             Status::failed_precondition(message)
         }
         WriteError::Unavailable(_) | WriteError::Unknown(_) => Status::unavailable(message),
+        WriteError::Fenced { .. } => Status::failed_precondition(message),
     }
 }
 
@@ -129,24 +136,29 @@ fn check_ttl(method: &str, key: &[u8], ttl_ms: i64) -> Result<u64, Status> {
         .map_err(|invalid| Status::invalid_argument(format!("{method} {}: {invalid}", show_key(key))))
 }
 
+fn fence_of(fence: pb::Fence) -> geostore_model::Fence {
+    geostore_model::Fence { lock: fence.lock, token: fence.token }
+}
+
 /// The store operation a batched write stands for, or the reason it cannot be one.
-fn batch_op(op: pb::WriteOp) -> Result<(Vec<u8>, Op), Status> {
+fn batch_op(op: pb::WriteOp) -> Result<FencedOp, Status> {
     use pb::write_op::Op as W;
-    match op.op {
-        None => Err(Status::invalid_argument("Batch: an operation is empty")),
+    let (key, op, fence) = match op.op {
+        None => return Err(Status::invalid_argument("Batch: an operation is empty")),
         Some(W::Put(put)) => {
             let ttl_ms = put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose()?;
-            Ok((put.key, Op::Put { value: put.value, ttl_ms }))
+            (put.key, Op::Put { value: put.value, ttl_ms }, put.fence)
         }
-        Some(W::Delete(delete)) => Ok((delete.key, Op::Delete)),
-        Some(W::Increment(increment)) => Ok((increment.key, Op::Increment { delta: increment.delta })),
-        Some(W::SetAdd(add)) => Ok((add.key, Op::SetAdd { members: add.members })),
-        Some(W::SetRemove(remove)) => Ok((remove.key, Op::SetRemove { members: remove.members })),
+        Some(W::Delete(delete)) => (delete.key, Op::Delete, delete.fence),
+        Some(W::Increment(increment)) => (increment.key, Op::Increment { delta: increment.delta }, increment.fence),
+        Some(W::SetAdd(add)) => (add.key, Op::SetAdd { members: add.members }, add.fence),
+        Some(W::SetRemove(remove)) => (remove.key, Op::SetRemove { members: remove.members }, remove.fence),
         Some(W::Expire(expire)) => {
             let ttl_ms = check_ttl("Expire", &expire.key, expire.ttl_ms)?;
-            Ok((expire.key, Op::Expire { ttl_ms }))
+            (expire.key, Op::Expire { ttl_ms }, expire.fence)
         }
-    }
+    };
+    Ok((key, op, fence.map(fence_of)))
 }
 
 #[tonic::async_trait]
@@ -180,26 +192,27 @@ impl Kv for KvService {
             Ok(ttl_ms) => ttl_ms,
             Err(status) => return self.count("Put", Err(status)),
         };
-        self.write("Put", put.key, Op::Put { value: put.value, ttl_ms }).await
+        self.write("Put", put.key, Op::Put { value: put.value, ttl_ms }, put.fence).await
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        self.write("Delete", request.into_inner().key, Op::Delete).await
+        let delete = request.into_inner();
+        self.write("Delete", delete.key, Op::Delete, delete.fence).await
     }
 
     async fn increment(&self, request: Request<pb::IncrementRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let increment = request.into_inner();
-        self.write("Increment", increment.key, Op::Increment { delta: increment.delta }).await
+        self.write("Increment", increment.key, Op::Increment { delta: increment.delta }, increment.fence).await
     }
 
     async fn set_add(&self, request: Request<pb::SetAddRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let add = request.into_inner();
-        self.write("SetAdd", add.key, Op::SetAdd { members: add.members }).await
+        self.write("SetAdd", add.key, Op::SetAdd { members: add.members }, add.fence).await
     }
 
     async fn set_remove(&self, request: Request<pb::SetRemoveRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let remove = request.into_inner();
-        self.write("SetRemove", remove.key, Op::SetRemove { members: remove.members }).await
+        self.write("SetRemove", remove.key, Op::SetRemove { members: remove.members }, remove.fence).await
     }
 
     async fn set_members(
@@ -230,7 +243,7 @@ impl Kv for KvService {
             Ok(ttl_ms) => ttl_ms,
             Err(status) => return self.count("Expire", Err(status)),
         };
-        self.write("Expire", expire.key, Op::Expire { ttl_ms }).await
+        self.write("Expire", expire.key, Op::Expire { ttl_ms }, expire.fence).await
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
@@ -253,9 +266,9 @@ impl Kv for KvService {
                 Err(status) => results.push(Some(status_result(&status))),
             }
         }
-        let keys: Vec<Vec<u8>> = store_ops.iter().map(|(key, _)| key.clone()).collect();
-        let methods: Vec<&'static str> = store_ops.iter().map(|(_, op)| op.name()).collect();
-        let mut outcomes = self.store.write_many(store_ops).await.into_iter().zip(keys.iter().zip(methods));
+        let keys: Vec<Vec<u8>> = store_ops.iter().map(|(key, _, _)| key.clone()).collect();
+        let methods: Vec<&'static str> = store_ops.iter().map(|(_, op, _)| op.name()).collect();
+        let mut outcomes = self.store.write_fenced_many(store_ops).await.into_iter().zip(keys.iter().zip(methods));
         for slot in results.iter_mut().filter(|slot| slot.is_none()) {
             let (outcome, (key, method)) = outcomes.next().expect("one outcome per store operation");
             *slot = Some(match outcome {

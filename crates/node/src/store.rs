@@ -20,13 +20,14 @@
 //!   is not trustworthy, so the node must be restarted (and recover from its write-ahead log).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use geostore_model::fence::{decode_fence_token, encode_fence_token};
 use geostore_model::{
-    Applied, Entry, Hlc, HybridClock, InvalidRequest, Limits, Marker, Op, OpError, Read, ReplicaId, WallClock,
-    decode_entry, encode_entry, partition_of,
+    Applied, Entry, Fence, Hlc, HybridClock, InvalidRequest, Limits, Marker, Op, OpError, Read, ReplicaId, Value,
+    WallClock, decode_entry, encode_entry, fence_key, partition_of,
 };
 use geostore_storage::{Batch, Durability, Space, Storage, layout};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -104,6 +105,9 @@ pub enum WriteError {
     /// Storage failed while this write was being made durable: it may or may not have been applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// Made under a lock token older than one this replica knows: not applied.
+    #[error("stale fence: lock {lock:?} token {token} is below the highest token this replica knows, {known}")]
+    Fenced { lock: String, token: u64, known: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,10 +145,17 @@ pub struct PeerRecords {
     pub through: u64,
 }
 
+/// A write: key, operation, and the lock and token it is made under, if any.
+pub type FencedOp = (Vec<u8>, Op, Option<Fence>);
+
+/// Where the store learns of lock grants: the token holding `lock` now, by this node's view of the lock
+/// group (set once the lock group has started).
+pub type FenceSource = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
 /// Work for the writer thread.
 enum Request {
     Write {
-        ops: Vec<(Vec<u8>, Op)>,
+        ops: Vec<FencedOp>,
         reply: oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>>,
     },
     Merge {
@@ -233,6 +244,7 @@ pub struct Store {
     progress: Arc<Progress>,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    fence_source: Arc<OnceLock<FenceSource>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +319,9 @@ impl Store {
         });
 
         let (sender, receiver) = mpsc::channel(config.write_queue_max);
+        let fence_source = Arc::new(OnceLock::new());
         let writer = Writer {
+            fence_source: fence_source.clone(),
             storage: storage.clone(),
             clock: clock.clone(),
             identity: identity.clone(),
@@ -332,6 +346,7 @@ impl Store {
             progress,
             requests: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(handle)),
+            fence_source,
         }))
     }
 
@@ -378,16 +393,34 @@ impl Store {
         self.write_many(vec![(key, op)]).await.pop().expect("one result per operation")
     }
 
+    /// A write made under `fence` (if any).
+    pub async fn write_fenced(&self, key: Vec<u8>, op: Op, fence: Option<Fence>) -> Result<WriteOutcome, WriteError> {
+        self.write_fenced_many(vec![(key, op, fence)]).await.pop().expect("one result per operation")
+    }
+
+    /// Tells the store where to learn which token holds a lock now (the lock group). Set once.
+    pub fn set_fence_source(&self, source: FenceSource) {
+        let _ = self.fence_source.set(source);
+    }
+
+    pub async fn write_many(&self, ops: Vec<(Vec<u8>, Op)>) -> Vec<Result<WriteOutcome, WriteError>> {
+        self.write_fenced_many(ops.into_iter().map(|(key, op)| (key, op, None)).collect()).await
+    }
+
     /// Applies writes in order, each on its own: one result per operation, in the same order. Invalid
     /// operations are refused here, before they reach the writer.
-    pub async fn write_many(&self, ops: Vec<(Vec<u8>, Op)>) -> Vec<Result<WriteOutcome, WriteError>> {
+    pub async fn write_fenced_many(&self, ops: Vec<FencedOp>) -> Vec<Result<WriteOutcome, WriteError>> {
         let mut results: Vec<Option<Result<WriteOutcome, WriteError>>> = Vec::with_capacity(ops.len());
         let mut valid = Vec::with_capacity(ops.len());
-        for (key, op) in ops {
-            match self.config.limits.validate(&key, &op) {
+        for (key, op, fence) in ops {
+            let checked = self.config.limits.validate(&key, &op).and_then(|()| match &fence {
+                Some(fence) => fence.validate(),
+                None => Ok(()),
+            });
+            match checked {
                 Ok(()) => {
                     results.push(None);
-                    valid.push((key, op));
+                    valid.push((key, op, fence));
                 }
                 Err(invalid) => {
                     self.metrics.writes_invalid.inc();
@@ -740,6 +773,7 @@ fn load_or_create_identity(
 
 /// The writer thread's state. Only this thread changes data, log, sequences and cursors.
 struct Writer {
+    fence_source: Arc<OnceLock<FenceSource>>,
     storage: Arc<dyn Storage>,
     clock: Arc<HybridClock>,
     identity: Identity,
@@ -814,8 +848,8 @@ impl Writer {
                 Request::Write { ops, reply } => {
                     let results = ops
                         .iter()
-                        .map(|(key, op)| {
-                            let result = self.apply_local(key, op, &mut group);
+                        .map(|(key, op, fence)| {
+                            let result = self.apply_local(key, op, fence.as_ref(), &mut group);
                             self.metrics.observe_write(op, &result);
                             result
                         })
@@ -950,13 +984,48 @@ impl Writer {
         sequence
     }
 
-    fn apply_local(&self, key: &[u8], op: &Op, group: &mut Group) -> Result<WriteOutcome, WriteError> {
+    /// The highest token this replica knows for `lock`: its fence register (fenced writes made or merged
+    /// here) or the lock group's current grant, whichever is higher.
+    fn known_fence(&self, lock: &str, group: &Group) -> Result<(u64, u64), WriteError> {
+        let key = fence_key(lock);
+        let data_key = layout::data_key(partition_of(&key, self.identity.partitions).0, &key);
+        let entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
+        let stored = match entry.read(i64::MAX / 2) {
+            Some(Read { value: Value::Register(bytes), .. }) => decode_fence_token(&bytes).unwrap_or(0),
+            _ => 0,
+        };
+        let granted = self.fence_source.get().and_then(|source| source(lock)).unwrap_or(0);
+        Ok((stored, granted))
+    }
+
+    fn apply_local(
+        &self,
+        key: &[u8],
+        op: &Op,
+        fence: Option<&Fence>,
+        group: &mut Group,
+    ) -> Result<WriteOutcome, WriteError> {
+        let mut raise_fence = false;
+        if let Some(fence) = fence {
+            let (stored, granted) = self.known_fence(&fence.lock, group)?;
+            let known = stored.max(granted);
+            if fence.token < known {
+                self.metrics.fenced_rejections.inc();
+                return Err(WriteError::Fenced { lock: fence.lock.clone(), token: fence.token, known });
+            }
+            raise_fence = fence.token > stored;
+        }
         let partition = partition_of(key, self.identity.partitions).0;
         let data_key = layout::data_key(partition, key);
         let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
         let hlc = self.clock.next();
-        let marker = Marker::new(0, hlc, self.identity.replica);
+        // Registers, deletes and expiries order by the fence token first: a write under a newer grant
+        // wins in every replica whatever the clocks say.
+        let marker = Marker::new(fence.map_or(0, |fence| fence.token), hlc, self.identity.replica);
         let applied = entry.apply(op, marker)?;
+        if let Some(fence) = fence.filter(|_| raise_fence) {
+            self.raise_fence(fence, hlc, group)?;
+        }
         let record = LogRecord {
             key: key.to_vec(),
             hlc,
@@ -967,6 +1036,20 @@ impl Writer {
         let sequence = self.log_change(partition, data_key, entry, record, group);
         group.hlc_high = Some(hlc);
         Ok(WriteOutcome { hlc, token: CausalToken { site: self.identity.site.clone(), partition, sequence }, applied })
+    }
+
+    /// Records `fence.token` in the lock's fence register (a register whose marker fence is the token, so
+    /// replicas merging it keep the highest), logged like any change so it replicates with the data.
+    fn raise_fence(&self, fence: &Fence, hlc: Hlc, group: &mut Group) -> Result<(), WriteError> {
+        let key = fence_key(&fence.lock);
+        let partition = partition_of(&key, self.identity.partitions).0;
+        let data_key = layout::data_key(partition, &key);
+        let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
+        let op = Op::Put { value: encode_fence_token(fence.token), ttl_ms: None };
+        entry.apply(&op, Marker::new(fence.token, hlc, self.identity.replica))?;
+        let record = LogRecord { key, hlc, origin: self.identity.site.clone(), origin_sequence: 0, entry: Vec::new() };
+        self.log_change(partition, data_key, entry, record, group);
+        Ok(())
     }
 
     fn set_cursor(&self, peer: &str, partition: u16, cursor: u64, group: &mut Group) {
@@ -1163,6 +1246,76 @@ mod tests {
         assert_eq!(store.get(b"c").unwrap().unwrap().value, Value::Counter(5));
         let members: BTreeSet<Vec<u8>> = [b"x".to_vec(), b"y".to_vec()].into();
         assert_eq!(store.get(b"s").unwrap().unwrap().value, Value::Set(members));
+    }
+
+    fn fence(token: u64) -> Option<Fence> {
+        Some(Fence { lock: "job".into(), token })
+    }
+
+    fn put(value: &[u8]) -> Op {
+        Op::Put { value: value.to_vec(), ttl_ms: None }
+    }
+
+    #[tokio::test]
+    async fn a_stale_fenced_write_is_refused_and_changes_nothing() {
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let store = open(Arc::new(MemoryStorage::new()), &wall);
+        store.write_fenced(b"k".to_vec(), put(b"v5"), fence(5)).await.unwrap();
+        let stale = store.write_fenced(b"k".to_vec(), put(b"v4"), fence(4)).await.unwrap_err();
+        assert_eq!(stale, WriteError::Fenced { lock: "job".into(), token: 4, known: 5 });
+        assert!(stale.to_string().contains("lock \"job\" token 4") && stale.to_string().contains("5"), "{stale}");
+        assert_eq!(store.get(b"k").unwrap().unwrap().value, Value::Register(b"v5".to_vec()));
+        // The same token may write again; counters and sets are fenced the same way.
+        store.write_fenced(b"k".to_vec(), put(b"v5b"), fence(5)).await.unwrap();
+        let incr = store.write_fenced(b"n".to_vec(), Op::Increment { delta: 1 }, fence(2)).await.unwrap_err();
+        assert!(matches!(incr, WriteError::Fenced { known: 5, .. }));
+        assert!(store.get(b"n").unwrap().is_none());
+        // A grant the lock group applied raises the bar before any write is made under it.
+        store.set_fence_source(Arc::new(|lock: &str| (lock == "job").then_some(9)));
+        let stale = store.write_fenced(b"k".to_vec(), put(b"v6"), fence(6)).await.unwrap_err();
+        assert_eq!(stale, WriteError::Fenced { lock: "job".into(), token: 6, known: 9 });
+        store.write_fenced(b"k".to_vec(), put(b"v9"), fence(9)).await.unwrap();
+        assert_eq!(store.metrics().fenced_rejections.get(), 3);
+        // Other locks are independent, and nobody writes the fence registers directly.
+        store.write_fenced(b"k2".to_vec(), put(b"x"), Some(Fence { lock: "other".into(), token: 1 })).await.unwrap();
+        let reserved = store.write(fence_key("job"), put(b"\0\0\0\0\0\0\0\x01")).await.unwrap_err();
+        assert!(matches!(reserved, WriteError::Invalid(InvalidRequest::ReservedKey)), "{reserved}");
+        let bad = store.write_fenced(b"k".to_vec(), put(b"x"), Some(Fence { lock: String::new(), token: 3 })).await;
+        assert!(matches!(bad, Err(WriteError::Invalid(InvalidRequest::BadFence(_)))), "{bad:?}");
+    }
+
+    /// Copies `key`'s state from one store into another, as anti-entropy would.
+    async fn copy_key(from: &Store, to: &Store, key: &[u8]) {
+        let partition = partition_of(key, from.identity().partitions).0;
+        let entry = from.entry(key).unwrap().unwrap();
+        to.repair("peer", partition, vec![(key.to_vec(), entry)], None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_merge_the_write_under_the_higher_token_wins_whatever_the_clocks_say() {
+        // Site a's clock is a minute ahead: by timestamps its stale write would win.
+        let wall_a = ManualWallClock::new(JAN_2026_MS + 60_000);
+        let wall_b = ManualWallClock::new(JAN_2026_MS);
+        let a =
+            Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall_a), StoreConfig::default(), Metrics::new(), || 1)
+                .unwrap();
+        let b =
+            Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall_b), StoreConfig::default(), Metrics::new(), || 2)
+                .unwrap();
+        b.write_fenced(b"k".to_vec(), put(b"new"), fence(7)).await.unwrap();
+        // a has not heard of token 7 yet: its stale holder's write is accepted there...
+        a.write_fenced(b"k".to_vec(), put(b"stale"), fence(3)).await.unwrap();
+        a.write(b"k".to_vec(), put(b"unfenced")).await.unwrap();
+        for key in [b"k".to_vec(), fence_key("job")] {
+            copy_key(&a, &b, &key).await;
+            copy_key(&b, &a, &key).await;
+        }
+        // ...but after merging, the write under the higher token wins in both, and a now refuses token 3.
+        for store in [&a, &b] {
+            assert_eq!(store.get(b"k").unwrap().unwrap().value, Value::Register(b"new".to_vec()));
+        }
+        let refused = a.write_fenced(b"k".to_vec(), put(b"late"), fence(3)).await.unwrap_err();
+        assert_eq!(refused, WriteError::Fenced { lock: "job".into(), token: 3, known: 7 });
     }
 
     #[tokio::test]

@@ -48,7 +48,12 @@ fn options() -> Options {
 
 fn put(key: String) -> pb::WriteOp {
     pb::WriteOp {
-        op: Some(pb::write_op::Op::Put(pb::PutRequest { key: key.into_bytes(), value: vec![b'v'; 100], ttl_ms: None })),
+        op: Some(pb::write_op::Op::Put(pb::PutRequest {
+            key: key.into_bytes(),
+            value: vec![b'v'; 100],
+            ttl_ms: None,
+            fence: None,
+        })),
     }
 }
 
