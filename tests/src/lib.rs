@@ -161,17 +161,19 @@ impl SiteMesh {
         healthy: geostore_faultproxy::Faults,
         extra_args: &[&str],
     ) -> SiteMesh {
-        Self::start_with(dir, sites, healthy, extra_args, false).await
+        Self::start_with(dir, sites, healthy, extra_args, false, &[]).await
     }
 
     /// [`SiteMesh::start`], and with `lock_group` the nodes also form a lock group (node i has id i + 1;
-    /// all voters), its Raft traffic through the same proxies as replication.
+    /// all voters), its Raft traffic through the same proxies as replication. `site_args[i]`, if given,
+    /// are more flags for site i's node only.
     pub async fn start_with(
         dir: &Path,
         sites: &[&str],
         healthy: geostore_faultproxy::Faults,
         extra_args: &[&str],
         lock_group: bool,
+        site_args: &[&[&str]],
     ) -> SiteMesh {
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
         let mut links = Vec::new();
@@ -196,6 +198,7 @@ impl SiteMesh {
         for (i, site) in sites.iter().enumerate() {
             let mut args = vec!["--site".to_string(), site.to_string()];
             args.extend(extra_args.iter().map(|a| a.to_string()));
+            args.extend(site_args.get(i).into_iter().flat_map(|more| more.iter().map(|a| a.to_string())));
             for (j, peer) in sites.iter().enumerate().filter(|(j, _)| *j != i) {
                 let proxy = links[i][j].as_ref().expect("a link between two sites").local_addr();
                 args.push("--peer".into());

@@ -25,7 +25,7 @@ async fn cycles(client: &Client, name: &str, rounds: usize) -> Vec<u64> {
 async fn an_isolated_site_stops_granting_while_the_other_two_keep_granting() {
     let dir = tempfile::tempdir().unwrap();
     let healthy = Faults { delay_ms: 40, ..Faults::default() };
-    let mesh = SiteMesh::start_with(dir.path(), &SITES, healthy, &[], true).await;
+    let mesh = SiteMesh::start_with(dir.path(), &SITES, healthy, &[], true, &[]).await;
     let endpoints: Vec<String> = mesh.nodes.iter().map(|n| n.endpoint.clone()).collect();
     let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await as usize - 1;
     let mut clients = Vec::new();

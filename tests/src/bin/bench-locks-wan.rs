@@ -32,7 +32,7 @@ async fn main() {
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let healthy = Faults { delay_ms: rtt_ms / 2, ..Faults::default() };
-    let mesh = SiteMesh::start_with(dir.path(), &SITES, healthy, &[], true).await;
+    let mesh = SiteMesh::start_with(dir.path(), &SITES, healthy, &[], true, &[]).await;
     let endpoints: Vec<String> = mesh.nodes.iter().map(|n| n.endpoint.clone()).collect();
     let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await as usize - 1;
     println!("lock group over {rtt_ms} ms round trips; leader in site {}", SITES[leader]);
