@@ -322,3 +322,62 @@ async fn tokens_keep_increasing_across_snapshots_and_a_restart_of_every_node() {
     let grant = client.acquire("rolling", Duration::from_secs(30), Wait::Try, "").await.unwrap();
     assert!(grant.token > held.token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_fenced_from_the_cli_are_refused_once_a_newer_token_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = lock_cluster(dir.path(), &[]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+    let bin = geostore_tests::geostore_bin();
+    let bin = bin.to_str().unwrap();
+
+    // Inside `lock run`, GEOSTORE_FENCE fences every write the script makes.
+    let script = format!("{bin} kv put report v1 --endpoint {} --json", endpoints[0]);
+    let (code, stdout, stderr) =
+        geostore(&["lock", "run", "report", "--endpoint", &endpoints[0], "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"ok\":true"), "{stdout}");
+
+    // A newer holder writes; the old token is now refused in its own site and, once replicated, in every
+    // other, with the lock and both tokens named; nothing changes.
+    let (code, stdout, _) = geostore(&["lock", "acquire", "report", "--json", "--endpoint", &endpoints[1]]);
+    assert_eq!(code, 0);
+    let token = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["token"].as_u64().unwrap();
+    let fence = format!("report:{token}");
+    let (code, _, stderr) = geostore(&["kv", "put", "report", "v2", "--fence", &fence, "--endpoint", &endpoints[1]]);
+    assert_eq!(code, 0, "{stderr}");
+    let stale = format!("report:{}", token - 1);
+    for endpoint in &endpoints {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, _, stderr) =
+                geostore(&["kv", "put", "report", "stale", "--fence", &stale, "--endpoint", endpoint]);
+            if code == 1 {
+                assert!(stderr.contains("stale fence") && stderr.contains("\"report\""), "{stderr}");
+                assert!(
+                    stderr.contains(&format!("token {}", token - 1)) && stderr.contains(&token.to_string()),
+                    "{stderr}"
+                );
+                break;
+            }
+            // Only possible before this site learned of the newer token: then the write under the higher
+            // token still wins the merge.
+            assert_eq!(code, 0, "{stderr}");
+            assert!(Instant::now() < deadline, "{endpoint} never learned of token {token}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let client = connect(&endpoints[2]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = client.get("report").await.unwrap().unwrap().value;
+        if value == geostore_client::Value::Register(b"v2".to_vec()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write under the newest token did not win: {value:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, stderr) = geostore(&["kv", "put", "report", "x", "--fence", "no-token", "--endpoint", &endpoints[0]]);
+    assert_eq!(code, 2, "a malformed fence is a usage error: {stderr}");
+}
