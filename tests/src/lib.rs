@@ -283,18 +283,22 @@ pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::GroupSta
     Some(client.group_status(request).await.ok()?.into_inner())
 }
 
-/// Waits until some node among `endpoints` knows a leader, and returns the leader's id (1-based).
+/// Waits until the nodes among `endpoints` that answer agree on a leader (at least a majority of them,
+/// in the same term), and returns the leader's id (1-based).
 pub async fn wait_for_leader(endpoints: &[String], within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     loop {
+        let mut views = Vec::new();
         for endpoint in endpoints {
-            if let Some(status) = group_status(endpoint).await
-                && status.leader != 0
-            {
-                return status.leader;
+            if let Some(status) = group_status(endpoint).await {
+                views.push((status.leader, status.term));
             }
         }
-        assert!(Instant::now() < deadline, "no lock group leader within {within:?}");
+        let majority = endpoints.len() / 2 + 1;
+        if views.len() >= majority && views[0].0 != 0 && views.iter().all(|view| *view == views[0]) {
+            return views[0].0;
+        }
+        assert!(Instant::now() < deadline, "no agreed lock group leader within {within:?}: {views:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

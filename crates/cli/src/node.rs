@@ -75,13 +75,13 @@ pub struct NodeArgs {
     /// for a non-voting member (repeat for each).
     #[arg(long = "lock-member")]
     lock_members: Vec<LockMemberConfig>,
-    /// Raft heartbeat interval of the lock group, in ms. Default: 100.
+    /// Raft heartbeat interval of the lock group, in ms. Default: 250.
     #[arg(long)]
     raft_heartbeat_ms: Option<u64>,
-    /// Shortest election timeout, in ms. Default: 1000 (sites about 80 ms apart).
+    /// Shortest election timeout, in ms. Default: 1250 (sites about 80 ms apart).
     #[arg(long)]
     raft_election_timeout_min_ms: Option<u64>,
-    /// Longest election timeout, in ms. Default: 2000.
+    /// Longest election timeout, in ms. Default: 2500.
     #[arg(long)]
     raft_election_timeout_max_ms: Option<u64>,
     /// Entries between lock-group snapshots. Default: 10000.

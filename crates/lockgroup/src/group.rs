@@ -41,7 +41,7 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { heartbeat_ms: 100, election_timeout_min_ms: 1000, election_timeout_max_ms: 2000 }
+        Timing { heartbeat_ms: 250, election_timeout_min_ms: 1250, election_timeout_max_ms: 2500 }
     }
 }
 
