@@ -15,7 +15,7 @@
 // return the same type so that `?` works throughout.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -69,11 +69,16 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 
 /// The Raft log. Cloning gives another handle on the same log (openraft reads through one while it
 /// appends through another).
+///
+/// Appends are made durable by a flusher thread, so the leader sends entries to its followers while its
+/// own fsync runs (openraft's `LogFlushed` callback says when they are on disk). Until then they are
+/// readable from memory (`pending`). Truncation and purging go through the same thread, after every
+/// earlier append, so a queued append can never bring back entries that were removed.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Arc<dyn Storage>,
-    /// The last log id written, or the last purged one if the log is empty.
-    bounds: Arc<Mutex<LogBounds>>,
+    state: Arc<Mutex<LogMemory>>,
+    flusher: std::sync::mpsc::Sender<FlushJob>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,8 +87,81 @@ struct LogBounds {
     last: Option<LogId>,
 }
 
+#[derive(Default)]
+struct LogMemory {
+    bounds: LogBounds,
+    /// Appended entries not yet known to be on disk, by index.
+    pending: BTreeMap<u64, Entry>,
+}
+
+enum FlushJob {
+    /// Write these entries (indexes `first..=last`), then tell openraft.
+    Append { batch: Batch, entries: Vec<LogId>, callback: LogFlushed<TypeConfig> },
+    /// A truncation or purge: written in order after every earlier append; `done` gets the result.
+    Remove { batch: Batch, done: std::sync::mpsc::Sender<Result<(), String>> },
+}
+
+/// The flusher thread: writes queued appends together (one fsync for all that queued up), then releases
+/// their entries from memory and calls their callbacks.
+fn flush_loop(storage: Arc<dyn Storage>, state: Arc<Mutex<LogMemory>>, jobs: std::sync::mpsc::Receiver<FlushJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut queued = vec![first];
+        while let Ok(next) = jobs.try_recv() {
+            queued.push(next);
+        }
+        let mut run = Vec::new();
+        for job in queued {
+            match job {
+                FlushJob::Append { batch, entries, callback } => run.push((batch, entries, callback)),
+                FlushJob::Remove { batch, done } => {
+                    flush_appends(storage.as_ref(), &state, std::mem::take(&mut run));
+                    let result = storage.write(batch, Durability::Sync).map_err(|e| e.to_string());
+                    let _ = done.send(result);
+                }
+            }
+        }
+        flush_appends(storage.as_ref(), &state, run);
+    }
+}
+
+fn flush_appends(
+    storage: &dyn Storage,
+    state: &Mutex<LogMemory>,
+    run: Vec<(Batch, Vec<LogId>, LogFlushed<TypeConfig>)>,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let mut combined = Batch::new();
+    for (batch, _, _) in &run {
+        for change in batch.changes() {
+            if let geostore_storage::Change::Put { space, key, value } = change {
+                combined.put(*space, key.clone(), value.clone());
+            }
+        }
+    }
+    let result = storage.write(combined, Durability::Sync);
+    if result.is_ok() {
+        let mut memory = state.lock().expect("log memory lock poisoned");
+        for log_id in run.iter().flat_map(|(_, entries, _)| entries) {
+            // Only if still the same entry: a truncation may have replaced it meanwhile.
+            if memory.pending.get(&log_id.index).is_some_and(|entry| entry.log_id == *log_id) {
+                memory.pending.remove(&log_id.index);
+            }
+        }
+    }
+    for (_, _, callback) in run {
+        let outcome = match &result {
+            Ok(()) => Ok(()),
+            Err(error) => Err(std::io::Error::other(error.to_string())),
+        };
+        callback.log_io_completed(outcome);
+    }
+}
+
 impl LogStore {
-    /// Opens the log in `storage`, finding its last entry.
+    /// Opens the log in `storage`, finding its last entry, and starts its flusher thread (which ends when
+    /// the last handle is dropped).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
         let last_purged: Option<LogId> = get_json(storage.as_ref(), PURGED_KEY)?;
         let mut last = last_purged;
@@ -100,11 +178,29 @@ impl LogStore {
                 break;
             }
         }
-        Ok(LogStore { storage, bounds: Arc::new(Mutex::new(LogBounds { last_purged, last })) })
+        let state = Arc::new(Mutex::new(LogMemory { bounds: LogBounds { last_purged, last }, ..LogMemory::default() }));
+        let (flusher, jobs) = std::sync::mpsc::channel();
+        let (thread_storage, thread_state) = (storage.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("geostore-raft-log".into())
+            .spawn(move || flush_loop(thread_storage, thread_state, jobs))
+            .map_err(|e| write_error(ErrorSubject::Logs, e))?;
+        Ok(LogStore { storage, state, flusher })
     }
 
     fn bounds(&self) -> LogBounds {
-        *self.bounds.lock().expect("log bounds lock poisoned")
+        self.state.lock().expect("log memory lock poisoned").bounds
+    }
+
+    /// Writes `batch` after every queued append, and waits for it.
+    fn remove(&self, batch: Batch) -> Result<(), StorageError> {
+        let (done, result) = std::sync::mpsc::channel();
+        let stopped = || write_error(ErrorSubject::Logs, std::io::Error::other("the log flusher stopped"));
+        self.flusher.send(FlushJob::Remove { batch, done }).map_err(|_| stopped())?;
+        result
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(|message| write_error(ErrorSubject::Logs, std::io::Error::other(message)))
     }
 }
 
@@ -123,7 +219,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&end) => end,
             Bound::Unbounded => u64::MAX,
         };
-        let mut entries = Vec::new();
+        // Entries not yet flushed first (they are the newest); storage for the rest.
+        let mut entries: BTreeMap<u64, Entry> = {
+            let memory = self.state.lock().expect("log memory lock poisoned");
+            memory.pending.range(start..end).map(|(index, entry)| (*index, entry.clone())).collect()
+        };
         let mut from = start;
         while from < end {
             let page = self
@@ -133,13 +233,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             for (_, bytes) in &page {
                 let entry: Entry = serde_json::from_slice(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
                 from = entry.log_id.index + 1;
-                entries.push(entry);
+                entries.entry(entry.log_id.index).or_insert(entry);
             }
             if page.len() < SCAN_PAGE {
                 break;
             }
         }
-        Ok(entries)
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -182,45 +282,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = Batch::new();
-        let mut last = None;
-        for entry in entries {
-            batch.put(Space::Raft, entry_key(entry.log_id.index), to_json(&entry));
-            last = Some(entry.log_id);
+        let mut ids = Vec::new();
+        {
+            let mut memory = self.state.lock().expect("log memory lock poisoned");
+            for entry in entries {
+                batch.put(Space::Raft, entry_key(entry.log_id.index), to_json(&entry));
+                ids.push(entry.log_id);
+                memory.bounds.last = Some(entry.log_id);
+                memory.pending.insert(entry.log_id.index, entry);
+            }
         }
-        let Some(last) = last else {
+        if ids.is_empty() {
             callback.log_io_completed(Ok(()));
             return Ok(());
-        };
-        // One fsync for the whole batch: openraft hands over every entry that queued up meanwhile.
-        let result = self.storage.write(batch, Durability::Sync);
-        match result {
-            Ok(()) => {
-                self.bounds.lock().expect("log bounds lock poisoned").last = Some(last);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                Err(write_error(ErrorSubject::Logs, error))
-            }
         }
+        // Readable now from memory; durable when the flusher calls back.
+        self.flusher
+            .send(FlushJob::Append { batch, entries: ids, callback })
+            .map_err(|_| write_error(ErrorSubject::Logs, std::io::Error::other("the log flusher stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Removes log_id.index and everything after it: entries a new leader did not have.
-        let bounds = self.bounds();
-        let last_index = bounds.last.map_or(0, |id| id.index);
+        let last_index = {
+            let mut memory = self.state.lock().expect("log memory lock poisoned");
+            memory.pending.retain(|index, _| *index < log_id.index);
+            memory.bounds.last.map_or(0, |id| id.index)
+        };
         let mut batch = Batch::new();
         for index in log_id.index..=last_index {
             batch.delete(Space::Raft, entry_key(index));
         }
-        self.storage.write(batch, Durability::Sync).map_err(|e| write_error(ErrorSubject::Logs, e))?;
+        self.remove(batch)?;
         let previous = if log_id.index == 0 {
             None
         } else {
             self.try_get_log_entries(log_id.index - 1..log_id.index).await?.pop().map(|entry| entry.log_id)
         };
-        self.bounds.lock().expect("log bounds lock poisoned").last = previous.or(bounds.last_purged);
+        let mut memory = self.state.lock().expect("log memory lock poisoned");
+        memory.bounds.last = previous.or(memory.bounds.last_purged);
         Ok(())
     }
 
@@ -233,11 +333,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for index in first..=log_id.index {
             batch.delete(Space::Raft, entry_key(index));
         }
-        self.storage.write(batch, Durability::Sync).map_err(|e| write_error(ErrorSubject::Logs, e))?;
-        let mut bounds = self.bounds.lock().expect("log bounds lock poisoned");
-        bounds.last_purged = Some(log_id);
-        if bounds.last.is_none_or(|last| last.index < log_id.index) {
-            bounds.last = Some(log_id);
+        self.remove(batch)?;
+        let mut memory = self.state.lock().expect("log memory lock poisoned");
+        memory.pending.retain(|index, _| *index > log_id.index);
+        memory.bounds.last_purged = Some(log_id);
+        if memory.bounds.last.is_none_or(|last| last.index < log_id.index) {
+            memory.bounds.last = Some(log_id);
         }
         Ok(())
     }

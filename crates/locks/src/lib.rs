@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 /// Request ids remembered for exactly-once retries; the oldest are forgotten beyond this.
 pub const REMEMBERED_REQUESTS_MAX: usize = 100_000;
+/// Entries between two passes that forget unused locks (each entry forgets the lock it touched).
+const FORGET_SWEEP_EVERY: u64 = 1024;
 /// Release notes remembered (one per lock name); the oldest are forgotten beyond this.
 pub const NOTES_MAX: usize = 100_000;
 /// Waiters one lock may queue.
@@ -277,6 +279,15 @@ impl LockTable {
         assert!(index > self.last_index, "entry {index} applied after entry {}", self.last_index);
         self.last_index = index;
         let now_ms = command.now_ms();
+        let touched = match &command {
+            Command::Acquire { name, .. }
+            | Command::Release { name, .. }
+            | Command::KeepAlive { name, .. }
+            | Command::Expire { name, .. }
+            | Command::GiveUp { name, .. }
+            | Command::EndDelay { name, .. } => Some(name.clone()),
+            Command::RestartLeases { .. } => None,
+        };
         let mut events = Vec::new();
         match command {
             Command::Acquire { id, name, ttl_ms, wait, label, now_ms } => {
@@ -368,7 +379,15 @@ impl LockTable {
                 }
             }
         }
-        self.forget_unused(now_ms);
+        // The lock this entry touched, and every 1024th entry all of them (locks whose lock-delay ran out
+        // with nobody waiting): the table does not grow with every name ever used, and an entry costs
+        // O(1) amortised, not a pass over every lock.
+        if let Some(name) = touched {
+            self.forget_if_unused(&name, now_ms);
+        }
+        if index.is_multiple_of(FORGET_SWEEP_EVERY) {
+            self.forget_unused(now_ms);
+        }
         events
     }
 
@@ -436,11 +455,20 @@ impl LockTable {
         events.push(Event::Decided { id, outcome });
     }
 
+    fn forget_if_unused(&mut self, name: &str, now_ms: u64) {
+        if self.locks.get(name).is_some_and(|lock| Self::unused(lock, now_ms)) {
+            self.locks.remove(name);
+        }
+    }
+
+    fn unused(lock: &Lock, now_ms: u64) -> bool {
+        lock.holder.is_none() && lock.waiters.is_empty() && lock.delayed_until_ms <= now_ms
+    }
+
     /// Drops locks that are neither held, awaited nor in a lock-delay, so the table does not grow with every
     /// name ever used. Their last token need not be kept: tokens are log indexes and only grow.
     fn forget_unused(&mut self, now_ms: u64) {
-        self.locks
-            .retain(|_, lock| lock.holder.is_some() || !lock.waiters.is_empty() || lock.delayed_until_ms > now_ms);
+        self.locks.retain(|_, lock| !Self::unused(lock, now_ms));
     }
 }
 
