@@ -381,3 +381,55 @@ async fn writes_fenced_from_the_cli_are_refused_once_a_newer_token_is_known() {
     let (code, _, stderr) = geostore(&["kv", "put", "report", "x", "--fence", "no-token", "--endpoint", &endpoints[0]]);
     assert_eq!(code, 2, "a malformed fence is a usage error: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_voters_over_three_sites_survive_a_site_and_a_learner_serves_requests() {
+    // Sites a and b have two voters each, c one (2+2+1), and a sixth node in c is a learner. These nodes
+    // only form the lock group (no key-value peers): two nodes per site is a lock-group layout.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = [("a", true), ("a", true), ("b", true), ("b", true), ("c", true), ("c", false)];
+    let ports: Vec<u16> = layout.iter().map(|_| geostore_tests::free_port()).collect();
+    let members: Vec<String> = layout
+        .iter()
+        .enumerate()
+        .map(|(i, (site, voter))| {
+            format!("{}={site}=http://127.0.0.1:{}{}", i + 1, ports[i], if *voter { "" } else { "=learner" })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (site, _)) in layout.iter().enumerate() {
+        let mut args: Vec<String> = vec!["--site".into(), site.to_string(), "--node-id".into(), (i + 1).to_string()];
+        for member in &members {
+            args.push("--lock-member".into());
+            args.push(member.clone());
+        }
+        args.extend(geostore_tests::FAST_RAFT.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        nodes.push(NodeProcess::start_at(&dir.path().join(format!("n{i}")), &listen, &args));
+    }
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints[..5], Duration::from_secs(30)).await;
+    // The learner joins (added by the leader) and takes requests, forwarding them.
+    let learner = connect(&endpoints[5]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = learner.group_status().await.unwrap();
+        let voters = status.members.iter().filter(|m| m.voter).count();
+        if status.members.len() == 6 && voters == 5 && status.state == "learner" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the learner never joined: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = learner.acquire("five", Duration::from_secs(30), Wait::Try, "").await.unwrap();
+    learner.release("five", first.token).await.unwrap();
+
+    // Losing site a (two voters, possibly the leader) leaves three of five: locks are still granted.
+    nodes[0].kill_9();
+    nodes[1].kill_9();
+    let client = connect(&endpoints[4]).await;
+    let grant = client.acquire("five", Duration::from_secs(30), Wait::Up(Duration::from_secs(20)), "").await.unwrap();
+    assert!(grant.token > first.token);
+    client.release("five", grant.token).await.unwrap();
+}

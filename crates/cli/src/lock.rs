@@ -145,13 +145,23 @@ fn print(json_output: bool, json: Json, text: String) {
     }
 }
 
+/// Connects to the first endpoint that answers and runs `command`; a failure becomes its report and exit
+/// code.
+async fn with_client<F, Fut>(args: &ClientArgs, command: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, Error>>,
+{
+    let result = match Client::connect(&args.endpoints).await {
+        Ok(client) => command(client).await,
+        Err(error) => Err(error),
+    };
+    result.unwrap_or_else(|error| report_error(&error, args.json))
+}
+
 pub async fn run(args: LockArgs) -> ExitCode {
     let json_output = args.client.json;
-    let client = match Client::connect(&args.client.endpoints).await {
-        Ok(client) => client,
-        Err(error) => return report_error(&error, json_output),
-    };
-    let result: Result<ExitCode, Error> = async {
+    with_client(&args.client, |client| async move {
         match args.op {
             LockOp::Acquire { name, hold, label } => {
                 let grant = client.acquire(&name, hold.ttl, hold.wait(), &label).await?;
@@ -184,9 +194,8 @@ pub async fn run(args: LockArgs) -> ExitCode {
             }
             LockOp::Run { name, hold, command } => run_locked(&client, &name, hold, &command, json_output).await,
         }
-    }
-    .await;
-    result.unwrap_or_else(|error| report_error(&error, json_output))
+    })
+    .await
 }
 
 /// `lock run`: the command's exit code, or 4 if the lock was lost (the command is then terminated).
@@ -261,11 +270,7 @@ async fn terminate(child: &mut tokio::process::Child) {
 
 pub async fn run_election(args: ElectionArgs) -> ExitCode {
     let json_output = args.client.json;
-    let client = match Client::connect(&args.client.endpoints).await {
-        Ok(client) => client,
-        Err(error) => return report_error(&error, json_output),
-    };
-    let result: Result<ExitCode, Error> = async {
+    with_client(&args.client, |client| async move {
         match args.op {
             ElectionOp::Campaign { name, value, ttl, wait } => {
                 let guard = client.campaign(&name, &value, ttl, wait).await?;
@@ -299,9 +304,8 @@ pub async fn run_election(args: ElectionArgs) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    }
-    .await;
-    result.unwrap_or_else(|error| report_error(&error, json_output))
+    })
+    .await
 }
 
 /// Leads until Ctrl-C or SIGTERM (then resigns) or until leadership is lost.
