@@ -343,7 +343,7 @@ impl LockGroup {
                 }
             }
         };
-        let payload = serde_json::to_vec(proposal).expect("proposals serialize");
+        let payload = crate::codec::encode(proposal);
         let mut request = tonic::Request::new(pb::RaftMessage { payload });
         request.set_timeout(self.leader_wait);
         let reply = RaftClient::new(channel).propose(request).await.map_err(|status| ForwardError {
@@ -351,7 +351,7 @@ impl LockGroup {
             maybe_sent: !(status.code() == tonic::Code::Unavailable && status.message().contains("connect")),
             message: status.message().to_string(),
         })?;
-        serde_json::from_slice(&reply.into_inner().payload)
+        crate::codec::decode(&reply.into_inner().payload)
             .map_err(|e| ForwardError { maybe_sent: true, message: format!("bad reply from the leader: {e}") })
     }
 }

@@ -3,6 +3,7 @@
 //! gRPC ([`network`]), the runtime that proposes and times leases ([`group`]) and the gRPC services
 //! ([`service`]): the public `Lock` service and the members' internal `Raft` service.
 
+pub mod codec;
 pub mod group;
 pub mod metrics;
 pub mod network;

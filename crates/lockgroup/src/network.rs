@@ -1,4 +1,4 @@
-//! The Raft transport: openraft's messages as JSON inside the `geostore.v1.Raft` gRPC service, over one
+//! The Raft transport: openraft's messages (encoded by [`crate::codec`]) inside the `geostore.v1.Raft` gRPC service, over one
 //! lazily connected HTTP/2 channel per member.
 
 use std::collections::HashMap;
@@ -78,7 +78,7 @@ impl MemberClient {
             let error = std::io::Error::other(format!("bad endpoint {:?}", self.member.endpoint));
             return Err(RPCError::Unreachable(Unreachable::new(&error)));
         };
-        let payload = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload = crate::codec::encode(request);
         let mut request = tonic::Request::new(pb::RaftMessage { payload });
         request.set_timeout(option.hard_ttl());
         let mut client = RaftClient::new(channel).max_decoding_message_size(usize::MAX);
@@ -92,8 +92,8 @@ impl MemberClient {
             tonic::Code::Unavailable | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
-        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            crate::codec::decode(&reply.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result
             .map_err(|error| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.member.clone(), error)))
     }

@@ -349,11 +349,11 @@ impl RaftService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(message: pb::RaftMessage) -> Result<T, Status> {
-    serde_json::from_slice(&message.payload).map_err(|e| Status::invalid_argument(format!("bad Raft message: {e}")))
+    crate::codec::decode(&message.payload).map_err(|e| Status::invalid_argument(format!("bad Raft message: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Response<pb::RaftMessage> {
-    Response::new(pb::RaftMessage { payload: serde_json::to_vec(value).expect("Raft messages serialize") })
+    Response::new(pb::RaftMessage { payload: crate::codec::encode(value) })
 }
 
 #[tonic::async_trait]

@@ -2,10 +2,12 @@
 //! tests and the simulation), in the `raft` key space.
 //!
 //! Layout (keys in [`Space::Raft`]):
-//! - `e` + index (8 bytes, big-endian): one log entry, JSON;
+//! - `e` + index (8 bytes, big-endian): one log entry;
 //! - `vote`, `committed`, `purged`: the last vote, the last known committed log id and the last purged
-//!   log id, JSON;
-//! - `snapshot`: the latest snapshot (its metadata and the serialized state machine), JSON.
+//!   log id;
+//! - `snapshot`: the latest snapshot (its metadata and the serialized state machine).
+//!
+//! Every value is encoded by [`crate::codec`] (a format byte, then postcard).
 //!
 //! The state machine lives in memory and is made durable by snapshots plus the log: on restart it loads
 //! the latest snapshot and openraft re-applies the committed entries after it. Appends are fsynced before
@@ -56,15 +58,15 @@ fn write_error(subject: ErrorSubject<NodeId>, error: impl std::error::Error + 's
     StorageIOError::new(subject, ErrorVerb::Write, openraft::AnyError::new(&error)).into()
 }
 
-fn get_json<T: for<'de> Deserialize<'de>>(storage: &dyn Storage, key: &[u8]) -> Result<Option<T>, StorageError> {
+fn get_record<T: for<'de> Deserialize<'de>>(storage: &dyn Storage, key: &[u8]) -> Result<Option<T>, StorageError> {
     let Some(bytes) = storage.get(Space::Raft, key).map_err(|e| read_error(ErrorSubject::Store, e))? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| read_error(ErrorSubject::Store, e))
+    crate::codec::decode(&bytes).map(Some).map_err(|e| read_error(ErrorSubject::Store, e))
 }
 
-fn to_json(value: &impl Serialize) -> Vec<u8> {
-    serde_json::to_vec(value).expect("lock group records always serialize")
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    crate::codec::encode(value)
 }
 
 /// The Raft log. Cloning gives another handle on the same log (openraft reads through one while it
@@ -163,7 +165,7 @@ impl LogStore {
     /// Opens the log in `storage`, finding its last entry, and starts its flusher thread (which ends when
     /// the last handle is dropped).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
-        let last_purged: Option<LogId> = get_json(storage.as_ref(), PURGED_KEY)?;
+        let last_purged: Option<LogId> = get_record(storage.as_ref(), PURGED_KEY)?;
         let mut last = last_purged;
         let mut from = last_purged.map_or(0, |id| id.index + 1);
         loop {
@@ -171,7 +173,7 @@ impl LogStore {
                 .scan(Space::Raft, &entry_key(from), &entry_key(u64::MAX), SCAN_PAGE)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             let Some((_, bytes)) = page.last() else { break };
-            let entry: Entry = serde_json::from_slice(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+            let entry: Entry = crate::codec::decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
             last = Some(entry.log_id);
             from = entry.log_id.index + 1;
             if page.len() < SCAN_PAGE {
@@ -231,7 +233,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .scan(Space::Raft, &entry_key(from), &entry_key(end), SCAN_PAGE)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             for (_, bytes) in &page {
-                let entry: Entry = serde_json::from_slice(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+                let entry: Entry = crate::codec::decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
                 from = entry.log_id.index + 1;
                 entries.entry(entry.log_id.index).or_insert(entry);
             }
@@ -257,23 +259,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut batch = Batch::new();
-        batch.put(Space::Raft, VOTE_KEY.to_vec(), to_json(vote));
+        batch.put(Space::Raft, VOTE_KEY.to_vec(), encode(vote));
         self.storage.write(batch, Durability::Sync).map_err(|e| write_error(ErrorSubject::Vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        get_json(self.storage.as_ref(), VOTE_KEY)
+        get_record(self.storage.as_ref(), VOTE_KEY)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Only a hint for a faster restart (entries up to it are re-applied at once): no fsync needed.
         let mut batch = Batch::new();
-        batch.put(Space::Raft, COMMITTED_KEY.to_vec(), to_json(&committed));
+        batch.put(Space::Raft, COMMITTED_KEY.to_vec(), encode(&committed));
         self.storage.write(batch, Durability::Buffered).map_err(|e| write_error(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(get_json::<Option<LogId>>(self.storage.as_ref(), COMMITTED_KEY)?.flatten())
+        Ok(get_record::<Option<LogId>>(self.storage.as_ref(), COMMITTED_KEY)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -286,7 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut memory = self.state.lock().expect("log memory lock poisoned");
             for entry in entries {
-                batch.put(Space::Raft, entry_key(entry.log_id.index), to_json(&entry));
+                batch.put(Space::Raft, entry_key(entry.log_id.index), encode(&entry));
                 ids.push(entry.log_id);
                 memory.bounds.last = Some(entry.log_id);
                 memory.pending.insert(entry.log_id.index, entry);
@@ -329,7 +331,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bounds = self.bounds();
         let first = bounds.last_purged.map_or(0, |id| id.index + 1);
         let mut batch = Batch::new();
-        batch.put(Space::Raft, PURGED_KEY.to_vec(), to_json(&log_id));
+        batch.put(Space::Raft, PURGED_KEY.to_vec(), encode(&log_id));
         for index in first..=log_id.index {
             batch.delete(Space::Raft, entry_key(index));
         }
@@ -446,8 +448,8 @@ impl StateMachine {
     /// Opens the state machine from the latest snapshot in `storage`, if any. `lock_delay_ms` is what this
     /// member proposes as lock-delay when it leads.
     pub fn open(storage: Arc<dyn Storage>, lock_delay_ms: u64) -> Result<Self, StorageError> {
-        let mut state = match get_json::<StoredSnapshot>(storage.as_ref(), SNAPSHOT_KEY)? {
-            Some(snapshot) => serde_json::from_slice::<MachineState>(&snapshot.data)
+        let mut state = match get_record::<StoredSnapshot>(storage.as_ref(), SNAPSHOT_KEY)? {
+            Some(snapshot) => crate::codec::decode::<MachineState>(&snapshot.data)
                 .map_err(|e| read_error(ErrorSubject::Snapshot(Some(snapshot.meta.signature())), e))?,
             None => MachineState::default(),
         };
@@ -463,7 +465,7 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (data, last_log_id, last_membership) =
-            self.shared.read(|state| (to_json(state), state.last_applied, state.membership.clone()));
+            self.shared.read(|state| (encode(state), state.last_applied, state.membership.clone()));
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),
@@ -471,7 +473,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let mut batch = Batch::new();
-        batch.put(Space::Raft, SNAPSHOT_KEY.to_vec(), to_json(&stored));
+        batch.put(Space::Raft, SNAPSHOT_KEY.to_vec(), encode(&stored));
         self.storage
             .write(batch, Durability::Sync)
             .map_err(|e| write_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
@@ -532,11 +534,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let mut state: MachineState =
-            serde_json::from_slice(&data).map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+            crate::codec::decode(&data).map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         state.table.set_lock_delay_ms(self.lock_delay_ms);
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let mut batch = Batch::new();
-        batch.put(Space::Raft, SNAPSHOT_KEY.to_vec(), to_json(&stored));
+        batch.put(Space::Raft, SNAPSHOT_KEY.to_vec(), encode(&stored));
         self.storage
             .write(batch, Durability::Sync)
             .map_err(|e| write_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
@@ -556,7 +558,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(stored) = get_json::<StoredSnapshot>(self.storage.as_ref(), SNAPSHOT_KEY)? else {
+        let Some(stored) = get_record::<StoredSnapshot>(self.storage.as_ref(), SNAPSHOT_KEY)? else {
             return Ok(None);
         };
         Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
