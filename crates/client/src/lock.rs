@@ -13,6 +13,18 @@ use tonic::Code;
 
 use crate::{Client, Error, Outcome, Result, pb};
 
+/// How long past its own wait a lock call may take before the client gives up on it (outcome unknown):
+/// covers a leader election and the server's own grace for a verdict, and bounds a call stuck on a
+/// connection that a partition stalls without closing.
+const CALL_GRACE: Duration = Duration::from_secs(15);
+
+/// A request with a deadline: the call fails (outcome unknown) if no answer comes by then.
+fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
 /// Retries of a request whose outcome was unknown, with the same request id (applied at most once).
 const UNKNOWN_RETRIES: usize = 3;
 /// Lock names used by elections: `election/NAME`.
@@ -108,7 +120,8 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
-            match self.lock.clone().acquire(request.clone()).await {
+            let deadline = Duration::from_millis(request.wait_ms) + CALL_GRACE;
+            match self.lock.clone().acquire(with_deadline(request.clone(), deadline)).await {
                 Ok(reply) => {
                     let grant = reply.into_inner().grant.ok_or_else(|| Error {
                         code: Code::Internal,
@@ -146,7 +159,7 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
-            match self.lock.clone().release(request.clone()).await {
+            match self.lock.clone().release(with_deadline(request.clone(), CALL_GRACE)).await {
                 Ok(_) => return Ok(()),
                 Err(status) => {
                     let error = Error::from_status(status);
@@ -163,8 +176,8 @@ impl Client {
     /// Renews the lease of `name` under `token` once: the new expiry (ms since the Unix epoch).
     pub async fn keep_alive_once(&self, name: &str, token: u64) -> Result<u64> {
         let request = pb::KeepAliveRequest { name: name.to_string(), token };
-        let mut replies =
-            self.lock.clone().keep_alive(tokio_stream::once(request)).await.map_err(Error::from_status)?.into_inner();
+        let request = with_deadline(tokio_stream::once(request), CALL_GRACE);
+        let mut replies = self.lock.clone().keep_alive(request).await.map_err(Error::from_status)?.into_inner();
         match replies.message().await.map_err(Error::from_status)? {
             Some(reply) => Ok(reply.expires_unix_ms),
             None => Err(Error {
