@@ -20,6 +20,17 @@ use tonic::transport::{Channel, Endpoint};
 
 /// How long to wait for a connection to one endpoint before trying the next.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a call may take before the client gives up on it (outcome unknown for a write): bounds a
+/// call stuck on a connection that a partition stalls without closing. Reads that wait for a causal
+/// token get their wait on top.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
 /// Largest reply the client accepts (a big set, a big batch).
 const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -221,14 +232,14 @@ impl Client {
 
     /// The cluster as the node sees it: sites, partitions, replication lag per peer.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
-        Ok(self.cluster.clone().status(pb::StatusRequest {}).await.map_err(Error::from_status)?.into_inner())
+        Ok(self.cluster.clone().status(timed(pb::StatusRequest {})).await.map_err(Error::from_status)?.into_inner())
     }
 
     /// The lock group as the node sees it (its role, the leader, the members); fails if the node is not
     /// in a lock group.
     pub async fn group_status(&self) -> Result<pb::GroupStatusResponse> {
         let request = pb::GroupStatusRequest {};
-        Ok(self.raft.clone().group_status(request).await.map_err(Error::from_status)?.into_inner())
+        Ok(self.raft.clone().group_status(timed(request)).await.map_err(Error::from_status)?.into_inner())
     }
 
     /// A client (sharing this one's connection) whose writes are made under lock `lock` with fencing
@@ -265,6 +276,9 @@ impl Client {
     }
 
     async fn get_request(&self, request: pb::GetRequest) -> Result<Option<Found>> {
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0).max(0) as u64);
+        let mut request = timed(request);
+        request.set_timeout(CALL_TIMEOUT + wait);
         let reply = self.kv.clone().get(request).await.map_err(Error::from_status)?.into_inner();
         if !reply.found {
             return Ok(None);
@@ -298,35 +312,38 @@ impl Client {
 
     /// Sends a put as given, TTL in milliseconds (possibly invalid: for tests of the server's checks).
     pub async fn put_request(&self, request: pb::PutRequest) -> Result<WriteAck> {
-        Ok(self.kv.clone().put(request).await.map_err(Error::from_status)?.into_inner().into())
+        Ok(self.kv.clone().put(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::DeleteRequest { key: key.into(), fence: self.fence.clone() };
-        let reply = self.kv.clone().delete(request).await.map_err(Error::from_status)?;
+        let reply = self.kv.clone().delete(timed(request)).await.map_err(Error::from_status)?;
         Ok(reply.into_inner().into())
     }
 
     /// Adds `delta` to a counter; the acknowledgement carries the new value.
     pub async fn increment(&self, key: impl Into<Vec<u8>>, delta: i64) -> Result<WriteAck> {
         let request = pb::IncrementRequest { key: key.into(), delta, fence: self.fence.clone() };
-        Ok(self.kv.clone().increment(request).await.map_err(Error::from_status)?.into_inner().into())
+        Ok(self.kv.clone().increment(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     pub async fn set_add(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::SetAddRequest { key: key.into(), members, fence: self.fence.clone() };
-        Ok(self.kv.clone().set_add(request).await.map_err(Error::from_status)?.into_inner().into())
+        Ok(self.kv.clone().set_add(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     pub async fn set_remove(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::SetRemoveRequest { key: key.into(), members, fence: self.fence.clone() };
-        Ok(self.kv.clone().set_remove(request).await.map_err(Error::from_status)?.into_inner().into())
+        Ok(self.kv.clone().set_remove(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     /// A set's members, sorted; `None` if the key is absent.
     pub async fn set_members(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let reply =
-            self.kv.clone().set_members(pb::SetMembersRequest { key: key.into(), after: None, wait_ms: None }).await;
+        let reply = self
+            .kv
+            .clone()
+            .set_members(timed(pb::SetMembersRequest { key: key.into(), after: None, wait_ms: None }))
+            .await;
         let reply = reply.map_err(Error::from_status)?.into_inner();
         Ok(reply.found.then_some(reply.members))
     }
@@ -339,13 +356,14 @@ impl Client {
     /// [`Client::expire`] with the TTL as sent on the wire (possibly invalid: for tests of the server's checks).
     pub async fn expire_ms(&self, key: impl Into<Vec<u8>>, ttl_ms: i64) -> Result<WriteAck> {
         let request = pb::ExpireRequest { key: key.into(), ttl_ms, fence: self.fence.clone() };
-        Ok(self.kv.clone().expire(request).await.map_err(Error::from_status)?.into_inner().into())
+        Ok(self.kv.clone().expire(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
     /// Many writes in one call, applied in order, each succeeding or failing on its own. The outer error
     /// is for the call as a whole (then every write's outcome is as it says).
     pub async fn batch(&self, ops: Vec<pb::WriteOp>) -> Result<Vec<Result<WriteAck>>> {
-        let reply = self.kv.clone().batch(pb::BatchRequest { ops }).await.map_err(Error::from_status)?.into_inner();
+        let reply =
+            self.kv.clone().batch(timed(pb::BatchRequest { ops })).await.map_err(Error::from_status)?.into_inner();
         Ok(reply
             .results
             .into_iter()
