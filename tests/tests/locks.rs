@@ -378,6 +378,20 @@ async fn writes_fenced_from_the_cli_are_refused_once_a_newer_token_is_known() {
         assert!(Instant::now() < deadline, "the write under the newest token did not win: {value:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // In a Batch, each write's fence is checked on its own.
+    let put = |fence: Option<u64>, value: &str| geostore_client::pb::WriteOp {
+        op: Some(geostore_client::pb::write_op::Op::Put(geostore_client::pb::PutRequest {
+            key: b"report".to_vec(),
+            value: value.as_bytes().to_vec(),
+            ttl_ms: None,
+            fence: fence.map(|token| geostore_client::pb::Fence { lock: "report".into(), token }),
+        })),
+    };
+    let results = client.batch(vec![put(Some(token - 1), "stale"), put(Some(token), "v3")]).await.unwrap();
+    let refused = results[0].as_ref().unwrap_err();
+    assert_eq!(refused.code, tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message.contains("stale fence"), "{}", refused.message);
+    assert!(results[1].is_ok(), "{:?}", results[1]);
     let (code, _, stderr) = geostore(&["kv", "put", "report", "x", "--fence", "no-token", "--endpoint", &endpoints[0]]);
     assert_eq!(code, 2, "a malformed fence is a usage error: {stderr}");
 }
