@@ -53,11 +53,11 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     match cli.command {
         Command::Node(args) => {
-            init_logging("info");
+            init_logging("info,openraft=warn");
             runtime.block_on(node::run(*args))
         }
         Command::Dev(args) => {
-            init_logging("info");
+            init_logging("info,openraft=warn");
             runtime.block_on(dev::run(args))
         }
         Command::Status(args) => {
@@ -83,6 +83,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `default_level` (a filter: openraft's own info lines, mostly start-up detail, are
+/// left out of a node's default), or as GEOSTORE_LOG says.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEOSTORE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
