@@ -447,3 +447,24 @@ async fn five_voters_over_three_sites_survive_a_site_and_a_learner_serves_reques
     assert!(grant.token > first.token);
     client.release("five", grant.token).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_lock_delay_an_expired_lock_is_not_granted_again_until_the_delay_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = lock_cluster(dir.path(), &["--lock-delay-ms", "1500"]);
+    let endpoints = endpoints(&nodes);
+    wait_for_leader(&endpoints, Duration::from_secs(20)).await;
+    let client = connect(&endpoints[0]).await;
+    // Released locks are free at once.
+    let grant = client.acquire("delayed", Duration::from_millis(300), Wait::Try, "").await.unwrap();
+    client.release("delayed", grant.token).await.unwrap();
+    // An expired one (never kept alive) is not granted for the lock-delay after its 300 ms lease.
+    let sent = Instant::now();
+    client.acquire("delayed", Duration::from_millis(300), Wait::Try, "").await.unwrap();
+    let busy = client.acquire("delayed", Duration::from_secs(5), Wait::Try, "").await.unwrap_err();
+    assert_eq!(busy.code, tonic::Code::FailedPrecondition);
+    let other = connect(&endpoints[1]).await;
+    other.acquire("delayed", Duration::from_secs(5), Wait::Up(Duration::from_secs(10)), "").await.unwrap();
+    let waited = sent.elapsed();
+    assert!(waited >= Duration::from_millis(1800), "granted {waited:?} after the expiring grant was asked for");
+}
