@@ -302,6 +302,8 @@ impl NodeSettings {
                 max_drift_ms,
                 write_queue_max,
                 group_ops_max,
+                // A node process always runs the writer thread (group commit); the simulation runs inline.
+                inline_writer: false,
             },
         })
     }

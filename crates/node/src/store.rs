@@ -55,6 +55,9 @@ pub struct StoreConfig {
     pub log_retention_bytes: u64,
     /// Change-log records older than this are trimmed.
     pub log_retention_ms: u64,
+    /// Apply each request in the caller's task instead of on the writer thread (no group commit across
+    /// callers). For the deterministic simulation, where an OS thread would escape the seed.
+    pub inline_writer: bool,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +73,7 @@ impl Default for StoreConfig {
             log_retention_ops: 1_000_000,
             log_retention_bytes: 4 * 1024 * 1024 * 1024,
             log_retention_ms: 24 * 3600 * 1000,
+            inline_writer: false,
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct Store {
     progress: Arc<Progress>,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// With `inline_writer`: the writer, run by whichever task submits (`None` once shut down).
+    inline: Mutex<Option<Writer>>,
     fence_source: Arc<OnceLock<FenceSource>>,
 }
 
@@ -332,10 +338,15 @@ impl Store {
             metrics: metrics.clone(),
             progress: progress.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("geostore-writer".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(|e| OpenError::Config(format!("cannot start the writer thread: {e}")))?;
+        let (handle, inline, sender) = if config.inline_writer {
+            (None, Some(writer), None)
+        } else {
+            let handle = std::thread::Builder::new()
+                .name("geostore-writer".into())
+                .spawn(move || writer.run(receiver))
+                .map_err(|e| OpenError::Config(format!("cannot start the writer thread: {e}")))?;
+            (Some(handle), None, Some(sender))
+        };
         tracing::info!(replica = identity.replica.0, site = %identity.site, partitions = identity.partitions, "store open");
         Ok(Arc::new(Store {
             storage,
@@ -344,8 +355,9 @@ impl Store {
             config,
             metrics,
             progress,
-            requests: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(handle)),
+            requests: Mutex::new(sender),
+            writer: Mutex::new(handle),
+            inline: Mutex::new(inline),
             fence_source,
         }))
     }
@@ -450,6 +462,12 @@ impl Store {
     }
 
     async fn submit(&self, request: Request) -> Result<(), String> {
+        if self.config.inline_writer {
+            let mut inline = self.inline.lock().expect("inline writer lock poisoned");
+            let writer = inline.as_mut().ok_or("the store is shut down")?;
+            writer.commit_group(vec![request]);
+            return Ok(());
+        }
         let Some(sender) = self.requests.lock().expect("requests lock poisoned").clone() else {
             return Err("the store is shut down".into());
         };
@@ -691,6 +709,7 @@ impl Store {
     /// Stops taking changes, lets the writer finish what is queued, and waits for it.
     pub fn shutdown(&self) {
         self.requests.lock().expect("requests lock poisoned").take();
+        self.inline.lock().expect("inline writer lock poisoned").take();
         if let Some(handle) = self.writer.lock().expect("writer lock poisoned").take() {
             let _ = handle.join();
         }
@@ -1316,6 +1335,37 @@ mod tests {
         }
         let refused = a.write_fenced(b"k".to_vec(), put(b"late"), fence(3)).await.unwrap_err();
         assert_eq!(refused, WriteError::Fenced { lock: "job".into(), token: 3, known: 7 });
+    }
+
+    #[tokio::test]
+    async fn an_inline_writer_gives_the_same_results_as_the_writer_thread() {
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let mut results = Vec::new();
+        for inline_writer in [false, true] {
+            let config = StoreConfig { inline_writer, ..StoreConfig::default() };
+            let store =
+                Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall.clone()), config, Metrics::new(), || 7)
+                    .unwrap();
+            let mut seen = Vec::new();
+            let ops = vec![
+                (b"r".to_vec(), put(b"v"), None),
+                (b"c".to_vec(), Op::Increment { delta: 3 }, None),
+                (b"c".to_vec(), Op::SetAdd { members: vec![b"x".to_vec()] }, None),
+                (b"f".to_vec(), put(b"f9"), fence(9)),
+                (b"f".to_vec(), put(b"f8"), fence(8)),
+            ];
+            for result in store.write_fenced_many(ops).await {
+                seen.push(format!("{:?}", result.map(|outcome| (outcome.token, outcome.applied))));
+            }
+            for key in [&b"r"[..], b"c", b"f"] {
+                seen.push(format!("{:?}", store.get(key).unwrap().map(|read| read.value)));
+            }
+            store.shutdown();
+            let after = store.write(b"r".to_vec(), put(b"late")).await.unwrap_err();
+            seen.push(after.to_string());
+            results.push(seen);
+        }
+        assert_eq!(results[0], results[1]);
     }
 
     #[tokio::test]
