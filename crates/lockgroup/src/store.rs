@@ -80,7 +80,32 @@ fn encode(value: &impl Serialize) -> Vec<u8> {
 pub struct LogStore {
     storage: Arc<dyn Storage>,
     state: Arc<Mutex<LogMemory>>,
-    flusher: std::sync::mpsc::Sender<FlushJob>,
+    /// `None`: inline, every write made in the calling task (for the deterministic simulation).
+    flusher: Option<Arc<Flusher>>,
+}
+
+/// The flusher thread's queue. When the last handle on the log goes, the queue closes and the thread is
+/// joined: it finishes its writes and lets go of the storage before anything else can close it (a thread
+/// still holding RocksDB while the process exits crashes it).
+struct Flusher {
+    jobs: Option<std::sync::mpsc::Sender<FlushJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn send(&self, job: FlushJob) -> Result<(), StorageError> {
+        let stopped = || write_error(ErrorSubject::Logs, std::io::Error::other("the log flusher stopped"));
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -165,6 +190,12 @@ impl LogStore {
     /// Opens the log in `storage`, finding its last entry, and starts its flusher thread (which ends when
     /// the last handle is dropped).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
+        Self::open_with(storage, false)
+    }
+
+    /// [`LogStore::open`]; with `inline`, no flusher thread: each write is made (and fsynced) in the
+    /// calling task before `append` returns. For the deterministic simulation.
+    pub fn open_with(storage: Arc<dyn Storage>, inline: bool) -> Result<Self, StorageError> {
         let last_purged: Option<LogId> = get_record(storage.as_ref(), PURGED_KEY)?;
         let mut last = last_purged;
         let mut from = last_purged.map_or(0, |id| id.index + 1);
@@ -181,13 +212,17 @@ impl LogStore {
             }
         }
         let state = Arc::new(Mutex::new(LogMemory { bounds: LogBounds { last_purged, last }, ..LogMemory::default() }));
-        let (flusher, jobs) = std::sync::mpsc::channel();
+        if inline {
+            return Ok(LogStore { storage, state, flusher: None });
+        }
+        let (sender, jobs) = std::sync::mpsc::channel();
         let (thread_storage, thread_state) = (storage.clone(), state.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("geostore-raft-log".into())
             .spawn(move || flush_loop(thread_storage, thread_state, jobs))
             .map_err(|e| write_error(ErrorSubject::Logs, e))?;
-        Ok(LogStore { storage, state, flusher })
+        let flusher = Flusher { jobs: Some(sender), thread: Some(thread) };
+        Ok(LogStore { storage, state, flusher: Some(Arc::new(flusher)) })
     }
 
     fn bounds(&self) -> LogBounds {
@@ -196,9 +231,12 @@ impl LogStore {
 
     /// Writes `batch` after every queued append, and waits for it.
     fn remove(&self, batch: Batch) -> Result<(), StorageError> {
+        let Some(flusher) = &self.flusher else {
+            return self.storage.write(batch, Durability::Sync).map_err(|e| write_error(ErrorSubject::Logs, e));
+        };
         let (done, result) = std::sync::mpsc::channel();
         let stopped = || write_error(ErrorSubject::Logs, std::io::Error::other("the log flusher stopped"));
-        self.flusher.send(FlushJob::Remove { batch, done }).map_err(|_| stopped())?;
+        flusher.send(FlushJob::Remove { batch, done })?;
         result
             .recv()
             .map_err(|_| stopped())?
@@ -298,10 +336,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
+        let Some(flusher) = &self.flusher else {
+            flush_appends(self.storage.as_ref(), &self.state, vec![(batch, ids, callback)]);
+            return Ok(());
+        };
         // Readable now from memory; durable when the flusher calls back.
-        self.flusher
-            .send(FlushJob::Append { batch, entries: ids, callback })
-            .map_err(|_| write_error(ErrorSubject::Logs, std::io::Error::other("the log flusher stopped")))
+        flusher.send(FlushJob::Append { batch, entries: ids, callback })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -17,12 +17,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
     }
 }
 
-struct MemoryBuilder;
+/// In memory; `inline` as the simulation runs it (no flusher thread).
+struct MemoryBuilder {
+    inline: bool,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for MemoryBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError> {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        Ok(((), LogStore::open(storage.clone())?, StateMachine::open(storage, 0)?))
+        Ok(((), LogStore::open_with(storage.clone(), self.inline)?, StateMachine::open(storage, 0)?))
     }
 }
 
@@ -33,5 +36,10 @@ fn rocksdb_storage_passes_openraft_suite() {
 
 #[test]
 fn memory_storage_passes_openraft_suite() {
-    Suite::test_all(MemoryBuilder).unwrap();
+    Suite::test_all(MemoryBuilder { inline: false }).unwrap();
+}
+
+#[test]
+fn memory_storage_with_inline_writes_passes_openraft_suite() {
+    Suite::test_all(MemoryBuilder { inline: true }).unwrap();
 }
