@@ -54,6 +54,8 @@ pub struct GroupConfig {
     pub snapshot_every: u64,
     /// How long a lock whose lease expired stays ungranted, in ms (0: none).
     pub lock_delay_ms: u64,
+    /// Write the Raft log in the calling task instead of on its flusher thread (the simulation).
+    pub inline_log: bool,
 }
 
 impl GroupConfig {
@@ -149,7 +151,7 @@ impl LockGroup {
             ..openraft::Config::default()
         }
         .validate()?;
-        let log = LogStore::open(storage.clone())?;
+        let log = LogStore::open_with(storage.clone(), config.inline_log)?;
         let machine = StateMachine::open(storage, config.lock_delay_ms)?;
         let shared = machine.shared();
         let network =
