@@ -806,6 +806,15 @@ struct Writer {
     progress: Arc<Progress>,
 }
 
+/// A lock's fence register, loaded for a fenced write: where it lives, its state and the token it holds.
+struct FenceRegister {
+    key: Vec<u8>,
+    partition: u16,
+    data_key: Vec<u8>,
+    entry: Entry,
+    token: u64,
+}
+
 /// What one group is building: the batch, the states it changed, and the progress it will install.
 struct Group {
     batch: Batch,
@@ -1003,18 +1012,18 @@ impl Writer {
         sequence
     }
 
-    /// The highest token this replica knows for `lock`: its fence register (fenced writes made or merged
-    /// here) or the lock group's current grant, whichever is higher.
-    fn known_fence(&self, lock: &str, group: &Group) -> Result<(u64, u64), WriteError> {
+    /// `lock`'s fence register as this group sees it: the highest token fenced writes made or merged here
+    /// have raised it to.
+    fn load_fence(&self, lock: &str, group: &Group) -> Result<FenceRegister, WriteError> {
         let key = fence_key(lock);
-        let data_key = layout::data_key(partition_of(&key, self.identity.partitions).0, &key);
+        let partition = partition_of(&key, self.identity.partitions).0;
+        let data_key = layout::data_key(partition, &key);
         let entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
-        let stored = match entry.read(i64::MAX / 2) {
+        let token = match entry.read(self.clock.wall().now_unix_ms()) {
             Some(Read { value: Value::Register(bytes), .. }) => decode_fence_token(&bytes).unwrap_or(0),
             _ => 0,
         };
-        let granted = self.fence_source.get().and_then(|source| source(lock)).unwrap_or(0);
-        Ok((stored, granted))
+        Ok(FenceRegister { key, partition, data_key, entry, token })
     }
 
     fn apply_local(
@@ -1024,15 +1033,18 @@ impl Writer {
         fence: Option<&Fence>,
         group: &mut Group,
     ) -> Result<WriteOutcome, WriteError> {
-        let mut raise_fence = false;
+        // The highest token known is the fence register's or the lock group's current grant's; the
+        // register is loaded once, and raised below if this write's token is above it.
+        let mut raise = None;
         if let Some(fence) = fence {
-            let (stored, granted) = self.known_fence(&fence.lock, group)?;
-            let known = stored.max(granted);
+            let register = self.load_fence(&fence.lock, group)?;
+            let granted = self.fence_source.get().and_then(|source| source(&fence.lock)).unwrap_or(0);
+            let known = register.token.max(granted);
             if fence.token < known {
                 self.metrics.fenced_rejections.inc();
                 return Err(WriteError::Fenced { lock: fence.lock.clone(), token: fence.token, known });
             }
-            raise_fence = fence.token > stored;
+            raise = (fence.token > register.token).then_some((fence.token, register));
         }
         let partition = partition_of(key, self.identity.partitions).0;
         let data_key = layout::data_key(partition, key);
@@ -1042,33 +1054,31 @@ impl Writer {
         // wins in every replica whatever the clocks say.
         let marker = Marker::new(fence.map_or(0, |fence| fence.token), hlc, self.identity.replica);
         let applied = entry.apply(op, marker)?;
-        if let Some(fence) = fence.filter(|_| raise_fence) {
-            self.raise_fence(fence, hlc, group)?;
+        if let Some((token, register)) = raise {
+            // A register whose marker fence is the token, so replicas merging it keep the highest; logged
+            // like any change, so it replicates with the data.
+            let FenceRegister { key, partition, data_key, mut entry, .. } = register;
+            let op = Op::Put { value: encode_fence_token(token), ttl_ms: None };
+            entry.apply(&op, Marker::new(token, hlc, self.identity.replica))?;
+            self.log_local(key, partition, data_key, entry, hlc, group);
         }
-        let record = LogRecord {
-            key: key.to_vec(),
-            hlc,
-            origin: self.identity.site.clone(),
-            origin_sequence: 0,
-            entry: Vec::new(),
-        };
-        let sequence = self.log_change(partition, data_key, entry, record, group);
+        let sequence = self.log_local(key.to_vec(), partition, data_key, entry, hlc, group);
         group.hlc_high = Some(hlc);
         Ok(WriteOutcome { hlc, token: CausalToken { site: self.identity.site.clone(), partition, sequence }, applied })
     }
 
-    /// Records `fence.token` in the lock's fence register (a register whose marker fence is the token, so
-    /// replicas merging it keep the highest), logged like any change so it replicates with the data.
-    fn raise_fence(&self, fence: &Fence, hlc: Hlc, group: &mut Group) -> Result<(), WriteError> {
-        let key = fence_key(&fence.lock);
-        let partition = partition_of(&key, self.identity.partitions).0;
-        let data_key = layout::data_key(partition, &key);
-        let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
-        let op = Op::Put { value: encode_fence_token(fence.token), ttl_ms: None };
-        entry.apply(&op, Marker::new(fence.token, hlc, self.identity.replica))?;
+    /// Logs a change made here (this site is its origin); returns its sequence.
+    fn log_local(
+        &self,
+        key: Vec<u8>,
+        partition: u16,
+        data_key: Vec<u8>,
+        entry: Entry,
+        hlc: Hlc,
+        group: &mut Group,
+    ) -> u64 {
         let record = LogRecord { key, hlc, origin: self.identity.site.clone(), origin_sequence: 0, entry: Vec::new() };
-        self.log_change(partition, data_key, entry, record, group);
-        Ok(())
+        self.log_change(partition, data_key, entry, record, group)
     }
 
     fn set_cursor(&self, peer: &str, partition: u16, cursor: u64, group: &mut Group) {
