@@ -33,6 +33,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::codec::{decode, encode};
 use crate::types::{Entry, LogId, Member, NodeId, Response, StorageError, TypeConfig};
 
 const ENTRY_PREFIX: u8 = b'e';
@@ -62,11 +63,7 @@ fn get_record<T: for<'de> Deserialize<'de>>(storage: &dyn Storage, key: &[u8]) -
     let Some(bytes) = storage.get(Space::Raft, key).map_err(|e| read_error(ErrorSubject::Store, e))? else {
         return Ok(None);
     };
-    crate::codec::decode(&bytes).map(Some).map_err(|e| read_error(ErrorSubject::Store, e))
-}
-
-fn encode(value: &impl Serialize) -> Vec<u8> {
-    crate::codec::encode(value)
+    decode(&bytes).map(Some).map_err(|e| read_error(ErrorSubject::Store, e))
 }
 
 /// The Raft log. Cloning gives another handle on the same log (openraft reads through one while it
@@ -154,18 +151,14 @@ fn flush_loop(storage: Arc<dyn Storage>, state: Arc<Mutex<LogMemory>>, jobs: std
 fn flush_appends(
     storage: &dyn Storage,
     state: &Mutex<LogMemory>,
-    run: Vec<(Batch, Vec<LogId>, LogFlushed<TypeConfig>)>,
+    mut run: Vec<(Batch, Vec<LogId>, LogFlushed<TypeConfig>)>,
 ) {
     if run.is_empty() {
         return;
     }
     let mut combined = Batch::new();
-    for (batch, _, _) in &run {
-        for change in batch.changes() {
-            if let geostore_storage::Change::Put { space, key, value } = change {
-                combined.put(*space, key.clone(), value.clone());
-            }
-        }
+    for (batch, _, _) in &mut run {
+        combined.extend(std::mem::take(batch));
     }
     let result = storage.write(combined, Durability::Sync);
     if result.is_ok() {
@@ -204,7 +197,7 @@ impl LogStore {
                 .scan(Space::Raft, &entry_key(from), &entry_key(u64::MAX), SCAN_PAGE)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             let Some((_, bytes)) = page.last() else { break };
-            let entry: Entry = crate::codec::decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+            let entry: Entry = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
             last = Some(entry.log_id);
             from = entry.log_id.index + 1;
             if page.len() < SCAN_PAGE {
@@ -271,7 +264,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .scan(Space::Raft, &entry_key(from), &entry_key(end), SCAN_PAGE)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             for (_, bytes) in &page {
-                let entry: Entry = crate::codec::decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+                let entry: Entry = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
                 from = entry.log_id.index + 1;
                 entries.entry(entry.log_id.index).or_insert(entry);
             }
@@ -452,7 +445,7 @@ impl Shared {
     }
 
     /// Tells waiters and watchers what an applied entry did.
-    fn publish(&self, events: &[Event]) {
+    fn publish<'a>(&self, events: impl Iterator<Item = &'a Event>) {
         for event in events {
             match event {
                 Event::Decided { id, outcome } if !matches!(outcome, Outcome::Queued { .. }) => {
@@ -489,7 +482,7 @@ impl StateMachine {
     /// member proposes as lock-delay when it leads.
     pub fn open(storage: Arc<dyn Storage>, lock_delay_ms: u64) -> Result<Self, StorageError> {
         let mut state = match get_record::<StoredSnapshot>(storage.as_ref(), SNAPSHOT_KEY)? {
-            Some(snapshot) => crate::codec::decode::<MachineState>(&snapshot.data)
+            Some(snapshot) => decode::<MachineState>(&snapshot.data)
                 .map_err(|e| read_error(ErrorSubject::Snapshot(Some(snapshot.meta.signature())), e))?,
             None => MachineState::default(),
         };
@@ -534,7 +527,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let mut published = Vec::new();
         let last_index = {
             let mut state = self.shared.state.lock().expect("state machine lock poisoned");
             for entry in entries {
@@ -548,13 +540,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(request) => state.table.apply(index, request.0),
                 };
-                published.extend(events.iter().cloned());
                 responses.push(Response { index, events });
             }
             state.last_applied.map_or(0, |id| id.index)
         };
         // Outside the state lock: waking a waiter may run its task at once.
-        self.shared.publish(&published);
+        self.shared.publish(responses.iter().flat_map(|response| &response.events));
         self.shared.applied.send_replace(last_index);
         Ok(responses)
     }
@@ -574,7 +565,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let mut state: MachineState =
-            crate::codec::decode(&data).map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+            decode(&data).map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         state.table.set_lock_delay_ms(self.lock_delay_ms);
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let mut batch = Batch::new();

@@ -82,6 +82,11 @@ impl Batch {
         self.changes.len()
     }
 
+    /// Moves every change of `other` to the end of this batch.
+    pub fn extend(&mut self, other: Batch) {
+        self.changes.extend(other.changes);
+    }
+
     pub fn changes(&self) -> &[Change] {
         &self.changes
     }
