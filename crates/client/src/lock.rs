@@ -30,6 +30,28 @@ const UNKNOWN_RETRIES: usize = 3;
 /// Lock names used by elections: `election/NAME`.
 pub const ELECTION_PREFIX: &str = "election/";
 
+/// Makes `call` until it succeeds, fails certainly, or has been unavailable with an unknown outcome
+/// [`UNKNOWN_RETRIES`] more times. The request (and so its id) is the same each time: applied at most once.
+async fn retry_unknown<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(reply) => return Ok(reply),
+            Err(status) => {
+                let error = Error::from_status(status);
+                attempt += 1;
+                if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
 /// A random id for this client, so its request ids never collide with another client's.
 pub(crate) fn new_client_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -118,28 +140,18 @@ impl Client {
             no_wait: wait == Wait::Try,
             label: label.to_string(),
         };
-        let mut attempt = 0;
-        loop {
-            let deadline = Duration::from_millis(request.wait_ms) + CALL_GRACE;
-            match self.lock.clone().acquire(with_deadline(request.clone(), deadline)).await {
-                Ok(reply) => {
-                    let grant = reply.into_inner().grant.ok_or_else(|| Error {
-                        code: Code::Internal,
-                        message: "the server sent no grant".into(),
-                        outcome: Outcome::Unknown,
-                    })?;
-                    return Ok(grant.into());
-                }
-                Err(status) => {
-                    let error = Error::from_status(status);
-                    attempt += 1;
-                    if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES
-                    {
-                        return Err(error);
-                    }
-                }
-            }
-        }
+        let deadline = Duration::from_millis(request.wait_ms) + CALL_GRACE;
+        let reply = retry_unknown(|| {
+            let (mut lock, request) = (self.lock.clone(), with_deadline(request.clone(), deadline));
+            async move { lock.acquire(request).await }
+        })
+        .await?;
+        let grant = reply.into_inner().grant.ok_or_else(|| Error {
+            code: Code::Internal,
+            message: "the server sent no grant".into(),
+            outcome: Outcome::Unknown,
+        })?;
+        Ok(grant.into())
     }
 
     /// Releases `name` held under `token`. FAILED_PRECONDITION if that token does not hold it.
@@ -157,20 +169,12 @@ impl Client {
             id: Some(self.request_ids.next()),
             note: note.unwrap_or_default().to_string(),
         };
-        let mut attempt = 0;
-        loop {
-            match self.lock.clone().release(with_deadline(request.clone(), CALL_GRACE)).await {
-                Ok(_) => return Ok(()),
-                Err(status) => {
-                    let error = Error::from_status(status);
-                    attempt += 1;
-                    if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES
-                    {
-                        return Err(error);
-                    }
-                }
-            }
-        }
+        retry_unknown(|| {
+            let (mut lock, request) = (self.lock.clone(), with_deadline(request.clone(), CALL_GRACE));
+            async move { lock.release(request).await }
+        })
+        .await?;
+        Ok(())
     }
 
     /// Renews the lease of `name` under `token` once: the new expiry (ms since the Unix epoch).
