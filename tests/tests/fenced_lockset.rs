@@ -104,6 +104,21 @@ impl History {
     }
 }
 
+/// Stops worker `index` with SIGSTOP right after its next read (before it writes); false if it did not
+/// read within 10 s.
+fn stop_after_next_read(workers: &[Worker], lines: &mpsc::Receiver<Line>, history: &mut History, index: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok((from, line)) = lines.recv_timeout(Duration::from_millis(100)) else { continue };
+        history.record(&line);
+        if from == index && line["event"] == "read" {
+            workers[index].signal("-STOP");
+            return true;
+        }
+    }
+    false
+}
+
 /// Pauses worker `index` right after its next read (before it writes) for longer than its lease.
 fn pause_between_read_and_write(
     workers: &[Worker],
@@ -112,23 +127,12 @@ fn pause_between_read_and_write(
     index: usize,
     pause: Duration,
 ) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Ok((from, line)) = lines.recv_timeout(Duration::from_millis(100)) else { continue };
-        history.record(&line);
-        if from == index && line["event"] == "read" {
-            workers[index].signal("-STOP");
-            let until = Instant::now() + pause;
-            while Instant::now() < until {
-                if let Ok((_, line)) = lines.recv_timeout(Duration::from_millis(50)) {
-                    history.record(&line);
-                }
-            }
-            workers[index].signal("-CONT");
-            return true;
-        }
+    if !stop_after_next_read(workers, lines, history, index) {
+        return false;
     }
-    false
+    drain_for(lines, history, pause);
+    workers[index].signal("-CONT");
+    true
 }
 
 /// The last word goes to a stale holder: worker `index` is paused between its read and its write past its
@@ -140,16 +144,7 @@ fn last_write_by_a_stale_holder(
     history: &mut History,
     index: usize,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "worker {index} never read");
-        let Ok((from, line)) = lines.recv_timeout(Duration::from_millis(100)) else { continue };
-        history.record(&line);
-        if from == index && line["event"] == "read" {
-            workers[index].signal("-STOP");
-            break;
-        }
-    }
+    assert!(stop_after_next_read(&workers, lines, history, index), "worker {index} never read");
     let acknowledged_before = history.acknowledged().len();
     drain_for(lines, history, Duration::from_millis(2500));
     assert!(history.acknowledged().len() > acknowledged_before, "nobody made progress while the holder was paused");
