@@ -39,9 +39,26 @@ pub struct NodeProcess {
     extra_args: Vec<String>,
 }
 
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768 and up by default), so that
+/// while a node is down for a restart its port cannot be taken as the local port of some outgoing
+/// connection (that happened: a restarted node found its port in use).
+const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 /// A port on 127.0.0.1 that was free a moment ago (for nodes that must keep their port across restarts).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(FIXED_PORTS.end - FIXED_PORTS.start);
+    // Spread by process id, so that test binaries running side by side start in different places.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = FIXED_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIXED_PORTS:?}");
 }
 
 impl NodeProcess {
