@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use geostore_proto::net::Dialer;
 pub use geostore_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
@@ -187,20 +188,32 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How a client connects.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// TCP unless told otherwise (the simulation harness passes its network).
+    pub dialer: Dialer,
+    /// The client part of this client's request ids; random if `None`. Two clients must not share one.
+    pub client_id: Option<String>,
+}
+
 impl Client {
     /// Connects to the first endpoint (`http://HOST:PORT`) of `endpoints` that answers.
     pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Client> {
+        Client::connect_with(endpoints, ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options.
+    pub async fn connect_with<S: AsRef<str>>(endpoints: &[S], options: ConnectOptions) -> Result<Client> {
         let mut failures = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref();
             let attempt = async {
-                let channel = Endpoint::from_shared(endpoint.to_string())
+                let configured = Endpoint::from_shared(endpoint.to_string())
                     .map_err(|e| format!("{endpoint}: bad endpoint: {e}"))?
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("{endpoint}: {e}"))?;
+                    .tcp_nodelay(true);
+                let channel = options.dialer.connect(configured).await.map_err(|e| format!("{endpoint}: {e}"))?;
                 Ok::<_, String>(channel)
             };
             match attempt.await {
@@ -214,7 +227,7 @@ impl Client {
                         cluster,
                         lock,
                         raft,
-                        request_ids: lock::RequestIds::new(),
+                        request_ids: lock::RequestIds::new(options.client_id.clone()),
                         endpoint: endpoint.to_string(),
                         fence: None,
                     });

@@ -72,8 +72,8 @@ pub(crate) struct RequestIds {
 }
 
 impl RequestIds {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(RequestIds { client: new_client_id(), next: AtomicU64::new(1) })
+    pub(crate) fn new(client: Option<String>) -> Arc<Self> {
+        Arc::new(RequestIds { client: client.unwrap_or_else(new_client_id), next: AtomicU64::new(1) })
     }
 
     fn next(&self) -> pb::RequestId {

@@ -1,12 +1,14 @@
 //! geostore's global lock group: the [`geostore_locks::LockTable`] replicated by a Raft group (openraft)
 //! that spans the sites, with its log and snapshots in geostore's storage ([`store`]), its transport over
-//! gRPC ([`network`]), the runtime that proposes and times leases ([`group`]) and the gRPC services
-//! ([`service`]): the public `Lock` service and the members' internal `Raft` service.
+//! gRPC ([`network`]), the async runtime openraft runs on ([`runtime`]), the code that proposes and times
+//! leases ([`group`]) and the gRPC services ([`service`]): the public `Lock` service and the members'
+//! internal `Raft` service.
 
 pub mod codec;
 pub mod group;
 pub mod metrics;
 pub mod network;
+pub mod runtime;
 pub mod service;
 pub mod store;
 pub mod types;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use geostore_proto::net::Dialer;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::raft_client::RaftClient;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -23,13 +24,13 @@ use crate::types::{Member, NodeId, TypeConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A channel to `endpoint` that connects on first use and reconnects after failures.
-pub fn lazy_channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(endpoint.to_string())?
+pub fn lazy_channel(dialer: &Dialer, endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    Ok(dialer.connect_lazy(endpoint))
 }
 
 /// Makes a [`MemberClient`] per member.
@@ -38,6 +39,7 @@ pub struct Network {
     /// Where this node reaches a member, if not at the endpoint in the membership: each node's own
     /// configuration says how it reaches the others (through a proxy, a NAT, another network).
     pub routes: Arc<HashMap<NodeId, String>>,
+    pub dialer: Dialer,
 }
 
 impl Network {
@@ -52,7 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, member: &Member) -> MemberClient {
         let endpoint = self.route(target, member);
-        let channel = lazy_channel(&endpoint).ok();
+        let channel = lazy_channel(&self.dialer, &endpoint).ok();
         MemberClient { target, member: Member { site: member.site.clone(), endpoint }, channel }
     }
 }

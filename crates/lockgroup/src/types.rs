@@ -33,6 +33,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = crate::runtime::Runtime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -11,6 +11,7 @@ pub mod fence;
 pub mod limits;
 pub mod marker;
 pub mod partition;
+pub mod planted;
 
 pub use clock::{ClockError, Hlc, HybridClock, ManualWallClock, OffsetWallClock, SystemWallClock, WallClock};
 pub use encoding::{decode_entry, encode_entry};

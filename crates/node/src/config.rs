@@ -220,6 +220,7 @@ impl NodeSettings {
             snapshot_every: self.raft_snapshot_every.unwrap_or(10_000),
             lock_delay_ms: self.lock_delay_ms.unwrap_or(0),
             inline_log: false,
+            dialer: Default::default(),
         };
         config.check()?;
         Ok(Some(config))

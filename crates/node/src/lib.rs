@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use geostore_model::SystemWallClock;
+use geostore_proto::net::{Dialer, Listener};
 use geostore_storage::RocksStorage;
 use tokio::net::TcpListener;
 
@@ -84,6 +85,18 @@ fn wall_clock(offset_ms: i64) -> Arc<dyn geostore_model::WallClock> {
 /// Bytes a gRPC request may have beyond the largest value, for keys, members and framing.
 const REQUEST_OVERHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// What a node takes from where it runs. A process gets RocksDB in its data directory, the system clock
+/// and TCP ([`run`]); the simulation harness gives memory, a simulated clock and network ([`run_with`]).
+pub struct Environment {
+    pub storage: Arc<dyn geostore_storage::Storage>,
+    pub wall: Arc<dyn geostore_model::WallClock>,
+    /// How this node connects to its peers and the other lock group members.
+    pub dialer: Dialer,
+    pub metrics: Metrics,
+    /// Makes the replica id of a store opened for the first time.
+    pub new_replica_id: Box<dyn FnOnce() -> u64 + Send>,
+}
+
 /// Runs a node on already bound listeners until `shutdown` completes, then stops taking requests, lets
 /// the writes in flight finish and closes the store.
 pub async fn run(
@@ -96,11 +109,26 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
     let storage = RocksStorage::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", config.data_dir.display()))?;
-    let metrics = Metrics::new();
-    let storage: Arc<dyn geostore_storage::Storage> = Arc::new(storage);
-    let wall = wall_clock(config.clock_offset_ms);
-    let store =
-        Store::open(storage.clone(), wall.clone(), config.store.clone(), metrics.clone(), store::random_replica_id)?;
+    let environment = Environment {
+        storage: Arc::new(storage),
+        wall: wall_clock(config.clock_offset_ms),
+        dialer: Dialer::Tcp,
+        metrics: Metrics::new(),
+        new_replica_id: Box::new(store::random_replica_id),
+    };
+    run_with(environment, config, Listener::Tcp(listener), http_listener, shutdown).await
+}
+
+/// [`run`] in a given environment, serving on `listener`.
+pub async fn run_with(
+    environment: Environment,
+    config: NodeConfig,
+    listener: Listener,
+    http_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Environment { storage, wall, dialer, metrics, new_replica_id } = environment;
+    let store = Store::open(storage.clone(), wall.clone(), config.store.clone(), metrics.clone(), new_replica_id)?;
 
     // Shutdown stops the background tasks and the pull streams this node serves first: a peer's stream
     // never ends on its own, and the gRPC server waits for every open request before it returns.
@@ -112,12 +140,14 @@ pub async fn run(
     let (peer_states, mut background) = replication::start(
         store.clone(),
         config.peers.clone(),
+        dialer.clone(),
         config.anti_entropy_interval,
         background_stopped.clone(),
     );
     background.push(tokio::spawn(trim_logs(store.clone(), config.log_trim_interval, background_stopped.clone())));
     let lock_group = match config.lock_group.clone() {
-        Some(group_config) => {
+        Some(mut group_config) => {
+            group_config.dialer = dialer.clone();
             let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
             let (group, task) = geostore_lockgroup::LockGroup::start(
                 group_config,
@@ -191,9 +221,7 @@ pub async fn run(
         Some((lock, raft)) => (Some(lock), Some(raft)),
         None => (None, None),
     };
-    // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .initial_stream_window_size(replication::HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(replication::HTTP2_CONNECTION_WINDOW_BYTES)
         .add_service(reflection)
@@ -201,9 +229,15 @@ pub async fn run(
         .add_service(replication)
         .add_service(cluster)
         .add_optional_service(lock)
-        .add_optional_service(raft)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_optional_service(raft);
+    match listener {
+        Listener::Tcp(listener) => {
+            // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+        Listener::Stream(incoming) => router.serve_with_incoming_shutdown(incoming, shutdown).await?,
+    }
 
     if let Some(group) = &lock_group {
         group.shutdown().await;
@@ -214,8 +248,7 @@ pub async fn run(
     for task in background {
         let _ = task.await;
     }
-    let store_for_shutdown = store.clone();
-    tokio::task::spawn_blocking(move || store_for_shutdown.shutdown()).await?;
+    store.blocking(|store| store.shutdown()).await.map_err(anyhow::Error::msg)?;
     tracing::info!("node stopped");
     Ok(())
 }

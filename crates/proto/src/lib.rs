@@ -1,6 +1,8 @@
 //! The generated gRPC API, package `geostore.v1`. The `.proto` files in the repository's `proto/` folder
 //! are the source of truth.
 
+pub mod net;
+
 pub mod v1 {
     #![allow(clippy::all)]
     tonic::include_proto!("geostore.v1");

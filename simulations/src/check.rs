@@ -1,0 +1,392 @@
+//! The invariants checked after a run, from the recorded history and the replicas' final values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use geostore_client::Value;
+
+use crate::history::{Call, Op, Outcome};
+use crate::lockcheck::{self, AcquireOutcome, LockOp};
+use crate::workload::{LOCK_TTL, guarded_key};
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub message: String,
+}
+
+pub const INVARIANTS: [&str; 8] = [
+    "converge-after-heal",
+    "no-lost-acknowledged-write",
+    "read-your-writes",
+    "causal-read",
+    "lock-linearizable",
+    "checkers-agree",
+    "no-stale-token-survives",
+    "guarded-no-lost-update",
+];
+
+/// What every replica holds once the run is over (`None`: absent).
+pub type FinalValues = BTreeMap<String, Option<Value>>;
+
+/// Inputs besides the history.
+pub struct Facts<'a> {
+    pub ops: &'a [Op],
+    /// The converged values (one replica's, after all agreed), if they converged.
+    pub final_values: Option<&'a FinalValues>,
+    /// Keys whose values still differed between sites when the settle time ran out.
+    pub diverged: &'a [String],
+    /// Sites whose node lost acknowledged (unsynced) writes to a power loss, with when it happened.
+    pub lossy: &'a [(usize, u64)],
+}
+
+fn lost_possible(facts: &Facts, op: &Op) -> bool {
+    facts.lossy.iter().any(|&(site, at)| site == op.site && op.invoked_ms <= at)
+}
+
+fn register(value: &Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::Register(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(other) => Some(format!("<{}>", other.type_name())),
+        None => None,
+    }
+}
+
+pub fn check(facts: &Facts) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut violation = |invariant: &'static str, message: String| violations.push(Violation { invariant, message });
+    for key in facts.diverged {
+        violation("converge-after-heal", format!("key {key:?} still differs between sites after healing"));
+    }
+    let ops = facts.ops;
+
+    // Writes to keys one application owns, in its own order.
+    let mut per_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        match &op.call {
+            Call::Put { key, .. } | Call::Delete { key } if key.starts_with("own/") => {
+                per_key.entry(key).or_default().push(op)
+            }
+            _ => {}
+        }
+    }
+    // What a read of an own key may return after the writes before it: the last acknowledged write, or
+    // any write after it whose outcome is unknown.
+    let allowed_after = |writes: &[&Op], before_ms: u64| -> BTreeSet<Option<String>> {
+        let done: Vec<&&Op> =
+            writes.iter().filter(|w| w.invoked_ms < before_ms && w.outcome != Outcome::Fail).collect();
+        let last_ok = done.iter().rposition(|w| w.outcome == Outcome::Ok);
+        let mut allowed = BTreeSet::new();
+        let value_of = |op: &Op| match &op.call {
+            Call::Put { value, .. } => Some(value.clone()),
+            _ => None,
+        };
+        match last_ok {
+            Some(index) => {
+                allowed.insert(value_of(done[index]));
+                allowed.extend(done[index + 1..].iter().map(|w| value_of(w)));
+            }
+            None => {
+                allowed.insert(None);
+                allowed.extend(done.iter().map(|w| value_of(w)));
+            }
+        }
+        allowed
+    };
+    for op in ops {
+        match &op.call {
+            Call::Read { key, read } if op.outcome == Outcome::Ok && key.starts_with("own/") => {
+                if facts.lossy.iter().any(|&(site, at)| site == op.site && at <= op.invoked_ms) {
+                    continue;
+                }
+                let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                let allowed = allowed_after(writes, op.invoked_ms);
+                if !allowed.contains(read) {
+                    violation(
+                        "read-your-writes",
+                        format!(
+                            "app{} read {key:?} at its own site at {} ms and got {read:?}; its writes allow only {allowed:?}",
+                            op.process, op.invoked_ms
+                        ),
+                    );
+                }
+            }
+            Call::CausalRead { key, site, expected, read } if op.outcome == Outcome::Ok => {
+                let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                // Writes after the expected one that may have been applied may be read instead.
+                let value_of = |w: &Op| match &w.call {
+                    Call::Put { value, .. } => Some(value.clone()),
+                    _ => None,
+                };
+                let written_at = writes.iter().position(|w| value_of(w).as_ref() == Some(expected)).unwrap_or(0);
+                let later: BTreeSet<Option<String>> = writes[written_at..]
+                    .iter()
+                    .filter(|w| w.outcome != Outcome::Fail)
+                    .map(|w| match &w.call {
+                        Call::Put { value, .. } => Some(value.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if read.as_ref() != Some(expected) && !later.contains(read) {
+                    violation(
+                        "causal-read",
+                        format!(
+                            "app{} read {key:?} at dc{site} after the write of {expected:?} (causal token) at {} ms and got {read:?}",
+                            op.process, op.invoked_ms
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    if let Some(final_values) = facts.final_values {
+        check_final(facts, final_values, &per_key, &mut violation);
+    }
+    check_locks(facts, &mut violation);
+    violations
+}
+
+fn check_final(
+    facts: &Facts,
+    final_values: &FinalValues,
+    per_key: &BTreeMap<&str, Vec<&Op>>,
+    violation: &mut impl FnMut(&'static str, String),
+) {
+    let ops = facts.ops;
+    let lost = |op: &Op| lost_possible(facts, op);
+    // Own registers: the last acknowledged write, or a later unknown one.
+    for (key, writes) in per_key {
+        let final_value = register(final_values.get(*key).unwrap_or(&None));
+        let last_ok = writes.iter().rposition(|w| w.outcome == Outcome::Ok);
+        let Some(index) = last_ok else { continue };
+        if lost(writes[index]) {
+            continue;
+        }
+        let mut allowed: BTreeSet<Option<String>> = BTreeSet::new();
+        for w in &writes[index..] {
+            if w.outcome == Outcome::Fail {
+                continue;
+            }
+            allowed.insert(match &w.call {
+                Call::Put { value, .. } => Some(value.clone()),
+                _ => None,
+            });
+        }
+        if !allowed.contains(&final_value) {
+            violation(
+                "no-lost-acknowledged-write",
+                format!(
+                    "{key:?} ends as {final_value:?}; the last acknowledged write and later ones allow {allowed:?}"
+                ),
+            );
+        }
+    }
+    // Shared registers: some write that may have been applied.
+    let mut shared: BTreeMap<&str, (BTreeSet<String>, bool)> = BTreeMap::new();
+    // Counters: between the acknowledged sum and that plus every unknown increment.
+    let mut counters: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    // Sets: every acknowledged add never removed is there; nothing never added is.
+    let mut must_have: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut may_have: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
+    for op in ops {
+        let applied = op.outcome != Outcome::Fail;
+        match &op.call {
+            Call::Put { key, value } if key.starts_with("shared/") => {
+                let entry = shared.entry(key).or_default();
+                if applied {
+                    entry.0.insert(value.clone());
+                }
+                entry.1 |= op.outcome == Outcome::Ok && !lost(op);
+            }
+            Call::Increment { key, delta } => {
+                let entry = counters.entry(key).or_default();
+                if op.outcome == Outcome::Ok && !lost(op) {
+                    entry.0 += delta;
+                }
+                if applied {
+                    entry.1 += delta;
+                }
+            }
+            Call::SetAdd { key, member } if applied => {
+                may_have.entry(key).or_default().insert(member.clone());
+                if op.outcome == Outcome::Ok && !lost(op) {
+                    must_have.entry(key).or_default().insert(member.clone());
+                }
+            }
+            Call::SetRemove { key, member } => {
+                removed.insert((key.clone(), member.clone()));
+            }
+            _ => {}
+        }
+    }
+    for (key, (values, some_acknowledged)) in shared {
+        let final_value = register(final_values.get(key).unwrap_or(&None));
+        let fine = match &final_value {
+            Some(value) => values.contains(value),
+            None => !some_acknowledged,
+        };
+        if !fine {
+            violation("no-lost-acknowledged-write", format!("{key:?} ends as {final_value:?}, which no write wrote"));
+        }
+    }
+    for (key, (low, high)) in counters {
+        let value = match final_values.get(key) {
+            Some(Some(Value::Counter(value))) => *value,
+            None | Some(None) => 0,
+            Some(Some(other)) => {
+                violation("no-lost-acknowledged-write", format!("{key:?} ends as a {}", other.type_name()));
+                continue;
+            }
+        };
+        if value < low || value > high {
+            violation(
+                "no-lost-acknowledged-write",
+                format!(
+                    "counter {key:?} ends at {value}; acknowledged increments sum to {low}, all increments to {high}"
+                ),
+            );
+        }
+    }
+    for (key, may) in &may_have {
+        let members: BTreeSet<String> = match final_values.get(*key) {
+            Some(Some(Value::Set(members))) => {
+                members.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect()
+            }
+            _ => BTreeSet::new(),
+        };
+        for member in must_have.get(key).into_iter().flatten() {
+            if !members.contains(member) && !removed.contains(&(key.to_string(), member.clone())) {
+                violation(
+                    "no-lost-acknowledged-write",
+                    format!("set {key:?} lost {member:?}, whose add was acknowledged and never removed"),
+                );
+            }
+        }
+        for member in members.difference(may) {
+            violation("no-lost-acknowledged-write", format!("set {key:?} holds {member:?}, which nobody added"));
+        }
+    }
+    check_guarded(facts, final_values, violation);
+}
+
+/// The lock-protected lists: the final value is the write of the highest accepted token (a stale write
+/// never wins the merge), and an acknowledged write whose holder then released the lock with its note is
+/// never lost (the next holder read after it).
+fn check_guarded(facts: &Facts, final_values: &FinalValues, violation: &mut impl FnMut(&'static str, String)) {
+    let mut writes: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in facts.ops {
+        if let Call::GuardedWrite { lock, .. } = &op.call {
+            writes.entry(lock).or_default().push(op);
+        }
+    }
+    for (lock, writes) in writes {
+        let key = guarded_key(lock);
+        let final_value = register(final_values.get(&key).unwrap_or(&None));
+        let token_of = |op: &Op| match &op.call {
+            Call::GuardedWrite { token, .. } => *token,
+            _ => 0,
+        };
+        let value_of = |op: &Op| match &op.call {
+            Call::GuardedWrite { value, .. } => value.clone(),
+            _ => String::new(),
+        };
+        let Some(highest_ok) = writes.iter().filter(|w| w.outcome == Outcome::Ok).map(|w| token_of(w)).max() else {
+            continue;
+        };
+        let winners: Vec<&&Op> =
+            writes.iter().filter(|w| w.outcome != Outcome::Fail && token_of(w) >= highest_ok).collect();
+        if !winners.iter().any(|w| Some(value_of(w)) == final_value) {
+            let stale = writes.iter().find(|w| Some(value_of(w)) == final_value).map(|w| token_of(w));
+            violation(
+                "no-stale-token-survives",
+                format!(
+                    "{key:?} ends as {final_value:?} (written under token {stale:?}); the highest acknowledged token is {highest_ok}"
+                ),
+            );
+        }
+        let members: BTreeSet<&str> = final_value.as_deref().map(|v| v.split(',').collect()).unwrap_or_default();
+        for write in writes.iter().filter(|w| w.outcome == Outcome::Ok) {
+            let Call::GuardedWrite { token, element, .. } = &write.call else { continue };
+            let released = facts.ops.iter().any(|op| {
+                op.outcome == Outcome::Ok
+                    && op.process == write.process
+                    && matches!(&op.call, Call::Release { lock: l, token: t } if l == lock && t == token)
+            });
+            if released && !members.contains(element.as_str()) {
+                violation(
+                    "guarded-no-lost-update",
+                    format!("{key:?} lost {element:?}: written under token {token}, acknowledged, lock released after"),
+                );
+            }
+        }
+    }
+}
+
+/// The lock history, per lock, against a mutex with leases: the linear check in token order always, the
+/// exhaustive search too where the history is small, and the two must agree.
+fn check_locks(facts: &Facts, violation: &mut impl FnMut(&'static str, String)) {
+    let mut history: Vec<LockOp> = Vec::new();
+    for op in facts.ops {
+        let client = op.process as u32;
+        match &op.call {
+            Call::Acquire { lock, token } => history.push(LockOp::Acquire {
+                client,
+                lock: lock.clone(),
+                invoked: op.invoked_ms,
+                completed: op.completed_ms,
+                outcome: match (op.outcome, token) {
+                    (Outcome::Ok, Some(token)) => AcquireOutcome::Granted(*token),
+                    (Outcome::Fail, _) => AcquireOutcome::Refused,
+                    _ => AcquireOutcome::Unknown,
+                },
+            }),
+            Call::Renew { lock, token } => history.push(LockOp::Renew {
+                client,
+                lock: lock.clone(),
+                token: *token,
+                invoked: op.invoked_ms,
+                completed: op.completed_ms,
+                ok: op.outcome == Outcome::Ok,
+            }),
+            Call::Release { lock, token } => history.push(LockOp::Release {
+                client,
+                lock: lock.clone(),
+                token: *token,
+                invoked: op.invoked_ms,
+                completed: op.completed_ms,
+            }),
+            _ => {}
+        }
+    }
+    let ttl_ms = LOCK_TTL.as_millis() as u64;
+    let linear = lockcheck::check_linear(&history, ttl_ms);
+    for v in &linear {
+        violation("lock-linearizable", format!("{}: {} (tokens {:?})", v.lock, v.message, v.tokens));
+    }
+    // Cross-check each lock's history with the exhaustive search where it is small enough.
+    let locks: BTreeSet<&str> = history.iter().map(lock_of).collect();
+    for lock in locks {
+        let of_lock: Vec<LockOp> = history.iter().filter(|op| lock_of(op) == lock).cloned().collect();
+        if of_lock.iter().any(|op| matches!(op, LockOp::Acquire { outcome: AcquireOutcome::Unknown, .. })) {
+            continue;
+        }
+        if let Some(linearizable) = lockcheck::check_exhaustive(&of_lock, ttl_ms, 12) {
+            let linear_ok = !linear.iter().any(|v| v.lock == lock);
+            if linearizable != linear_ok {
+                violation(
+                    "checkers-agree",
+                    format!("lock {lock:?}: the linear check says {linear_ok}, the exhaustive search {linearizable}"),
+                );
+            }
+        }
+    }
+}
+
+fn lock_of(op: &LockOp) -> &str {
+    match op {
+        LockOp::Acquire { lock, .. } | LockOp::Renew { lock, .. } | LockOp::Release { lock, .. } => lock,
+    }
+}
