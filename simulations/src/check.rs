@@ -64,7 +64,7 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
     let mut per_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in ops {
         match &op.call {
-            Call::Put { key, .. } | Call::Delete { key } if key.starts_with("own/") => {
+            Call::Put { key, .. } | Call::Delete { key } if key.starts_with("own/") || key.starts_with("once/") => {
                 per_key.entry(key).or_default().push(op)
             }
             _ => {}

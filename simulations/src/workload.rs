@@ -76,8 +76,9 @@ pub async fn run(app: App) -> turmoil::Result {
             37..45 => state.set_add().await,
             45..49 => state.set_remove().await,
             49..53 => state.put_ttl().await,
-            53..63 => state.read_own().await,
-            63..73 => state.causal_read().await,
+            53..61 => state.put_once().await,
+            61..68 => state.read_own().await,
+            68..76 => state.causal_read().await,
             _ => state.lock_cycle().await,
         }
         let pause = state.rng.random_range(5..60);
@@ -181,6 +182,16 @@ impl State {
         if let Some(ack) = ack {
             self.last_acked[slot] = ack.token.map(|token| (value, token));
         }
+    }
+
+    /// A key written once and never again (an event, an upload): if a site misses its change record, only
+    /// anti-entropy can bring it.
+    async fn put_once(&mut self) {
+        let value = self.unique();
+        let key = format!("once/{value}");
+        self.touch(&key);
+        let (k, v) = (key.clone(), value.clone());
+        self.call(self.app.site, Call::Put { key, value }, |c| async move { c.put(k, v, None).await }).await;
     }
 
     async fn put_shared(&mut self) {

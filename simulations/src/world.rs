@@ -68,6 +68,12 @@ fn node_settings(site: usize, plan: &Plan) -> NodeSettings {
                 .collect(),
         ),
         anti_entropy_interval_ms: Some(5_000),
+        // Short change logs, so that a site cut off for a few seconds falls behind the log's start and
+        // must catch up by anti-entropy (a path the default retention of a million records never takes
+        // in a one-minute run).
+        partitions: Some(4),
+        log_retention_ops: Some(32),
+        log_trim_interval_ms: Some(1_000),
         ..NodeSettings::default()
     }
 }

@@ -10,7 +10,7 @@ pub enum Bug {
     FenceCheckOff = 1,
     /// A new lock-group leader treats every lease as already run out on its first timer pass.
     NewLeaderExpiresLeases = 2,
-    /// Anti-entropy never repairs keys in the range `set/` to `set0` (the sets).
+    /// Anti-entropy never repairs keys in the range `once/` to `once0` (the simulation's write-once keys).
     AntiEntropySkipsRange = 3,
 }
 

@@ -540,8 +540,8 @@ pub async fn anti_entropy(
             .filter(|remote| local_keys.get(&remote.key) != Some(&remote.digest))
             .filter(|remote| {
                 !(planted::active(planted::Bug::AntiEntropySkipsRange)
-                    && remote.key.as_slice() >= b"set/".as_slice()
-                    && remote.key.as_slice() < b"set0".as_slice())
+                    && remote.key.as_slice() >= b"once/".as_slice()
+                    && remote.key.as_slice() < b"once0".as_slice())
             })
             .map(|remote| remote.key)
             .collect();
