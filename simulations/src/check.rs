@@ -293,7 +293,9 @@ fn check_guarded(facts: &Facts, final_values: &FinalValues, violation: &mut impl
             Call::GuardedWrite { value, .. } => value.clone(),
             _ => String::new(),
         };
-        let Some(highest_ok) = writes.iter().filter(|w| w.outcome == Outcome::Ok).map(|w| token_of(w)).max() else {
+        let Some(highest_ok) =
+            writes.iter().filter(|w| w.outcome == Outcome::Ok && !lost_possible(facts, w)).map(|w| token_of(w)).max()
+        else {
             continue;
         };
         let winners: Vec<&&Op> =
@@ -308,7 +310,8 @@ fn check_guarded(facts: &Facts, final_values: &FinalValues, violation: &mut impl
             );
         }
         let members: BTreeSet<&str> = final_value.as_deref().map(|v| v.split(',').collect()).unwrap_or_default();
-        for write in writes.iter().filter(|w| w.outcome == Outcome::Ok) {
+        // A power loss on a node that does not fsync may lose an acknowledged write (sync = "none").
+        for write in writes.iter().filter(|w| w.outcome == Outcome::Ok && !lost_possible(facts, w)) {
             let Call::GuardedWrite { token, element, .. } = &write.call else { continue };
             let released = facts.ops.iter().any(|op| {
                 op.outcome == Outcome::Ok

@@ -18,6 +18,9 @@ struct Cli {
     /// anti-entropy-skips-range (needs a build with --features planted-bugs).
     #[arg(long, global = true)]
     plant: Option<String>,
+    /// Print the nodes' own logs at this filter (e.g. `geostore_node=debug`), with simulated times.
+    #[arg(long, global = true)]
+    log: Option<String>,
 }
 
 fn plant(name: Option<&str>) -> Result<(), String> {
@@ -81,6 +84,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(filter) = &cli.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_writer(std::io::stdout)
+            .init();
+    }
     if let Err(message) = plant(cli.plant.as_deref()) {
         eprintln!("sim: {message}");
         return ExitCode::from(2);
@@ -135,6 +145,16 @@ fn main() -> ExitCode {
             eprintln!("sim: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Log lines stamped with the simulated time of the host that wrote them.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis();
+        write!(w, "{:>7}.{:03}", elapsed / 1000, elapsed % 1000)
     }
 }
 

@@ -912,7 +912,10 @@ impl Writer {
         }
 
         let mut committed = true;
-        if !group.batch.is_empty() {
+        // A merge that changed nothing still moved a cursor: that must be written too. A cursor that
+        // falls back at a restart makes the node merge old records again, and an old record merged after
+        // its key's tombstone was collected brings a deleted value back (found by the simulation).
+        if !group.batch.is_empty() || !group.touched_cursors.is_empty() {
             self.add_bookkeeping(&mut group);
             let write_started = std::time::Instant::now();
             match self.storage.write(std::mem::take(&mut group.batch), self.durability) {
@@ -1516,6 +1519,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, ReadError::NotYetReplicated { seen: 17, needed: 18, .. }), "{error}");
+    }
+
+    /// Scenario found by the simulation harness (seed 204 at commit 6e14ad5): a key is deleted, its
+    /// tombstone collected everywhere, then a node restarts with its cursor on a peer's log fallen back
+    /// (a merge that changed nothing had moved it only in memory) and merges an old copy of the key again:
+    /// the deleted value came back. Now the cursor of a no-op merge is written.
+    #[tokio::test]
+    async fn a_merge_that_changes_nothing_still_persists_its_cursor() {
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let store = open(storage.clone(), &wall);
+        let key = b"k".to_vec();
+        let partition = partition_of(&key, 64).0;
+        store.write(key.clone(), put(b"old")).await.unwrap();
+        let entry = store.entry(&key).unwrap().unwrap();
+        // A peer relays a repair of the same state: nothing changes here, the cursor moves to 5.
+        let batch = PeerRecords {
+            peer: "b".into(),
+            partition,
+            records: vec![(5, record(&key, "b", 0, &entry))],
+            after: 0,
+            through: 5,
+        };
+        assert_eq!(store.merge(batch).await.unwrap(), 0);
+        store.shutdown();
+        drop(store);
+        let reopened = open(storage, &wall);
+        assert_eq!(reopened.progress().cursors[&("b".to_string(), partition)], 5, "the cursor survives a restart");
     }
 
     #[tokio::test]
