@@ -411,6 +411,8 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, mut sto
             }
             let (due, next_due_ms) = group.shared.read(|state| (state.table.due(now_ms), state.table.next_due_ms()));
             for command in due {
+                // Found due at `now_ms`; an earlier write in this loop may have waited for a slow commit.
+                let command = command.stamped(group.now_ms());
                 let expiry = matches!(command, Command::Expire { .. });
                 match group.write(command).await {
                     Ok(response) => {

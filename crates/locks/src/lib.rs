@@ -108,6 +108,23 @@ impl Command {
             | Command::RestartLeases { now_ms } => *now_ms,
         }
     }
+
+    /// The same command, stamped with a later leader time. A leader proposes each timer command it
+    /// found due (expiries, wait deadlines, lock-delays) with its clock at the moment it proposes it:
+    /// a command that waited behind a slow commit must not carry the older time, because the entry that
+    /// frees a lock also grants it to the next waiter, whose lease is measured from the entry's time.
+    pub fn stamped(mut self, now: u64) -> Command {
+        match &mut self {
+            Command::Acquire { now_ms, .. }
+            | Command::Release { now_ms, .. }
+            | Command::KeepAlive { now_ms, .. }
+            | Command::Expire { now_ms, .. }
+            | Command::GiveUp { now_ms, .. }
+            | Command::EndDelay { now_ms, .. }
+            | Command::RestartLeases { now_ms } => *now_ms = now.max(*now_ms),
+        }
+        self
+    }
 }
 
 /// A lock held by one client.

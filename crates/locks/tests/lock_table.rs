@@ -285,3 +285,29 @@ fn a_release_note_is_handed_to_the_next_holder() {
         other => panic!("c not granted: {other:?}"),
     }
 }
+
+/// Scenario found by the simulation harness (seeds 1181 and 1185 at commit 8284fad): the leader found an
+/// expiry due, stamped it with its clock, and proposed it only after an earlier timer entry had waited
+/// seconds for a majority. Meanwhile a waiter queued with a later time; the late expiry granted it a
+/// lease measured from the older time, already over, and the leader expired it at once and granted the
+/// lock again while the waiter believed it held it. Leaders now stamp each timer command as they
+/// propose it (`Command::stamped`); this shows why.
+#[test]
+fn a_timer_command_is_stamped_when_proposed_not_when_found_due() {
+    let grant_of = |events: &[Event], who: &RequestId| match outcome(events, who) {
+        Some(Outcome::Granted(grant)) => grant,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    let expire = |now_ms| Command::Expire { name: "job".into(), token: 1, delay_ms: 0, now_ms };
+    for (stamp, lease_left_after_request) in [(1_200, 700), (1_600, 1_100)] {
+        let mut table = LockTable::new(0);
+        table.apply(1, acquire("a", 1, Wait::Try, 0)); // a holds until 1000
+        table.apply(2, acquire("b", 1, Wait::Until(5_000), 1_500)); // b asks at 1500 and waits
+        // The expiry was found due at 1200; it is applied after b's request either way.
+        let command = expire(1_200).stamped(stamp);
+        let grant = grant_of(&table.apply(3, command), &id("b", 1));
+        assert_eq!(grant.expires_at_ms - 1_500, lease_left_after_request);
+    }
+    // Stamping never moves a command's time back.
+    assert_eq!(expire(1_200).stamped(900).now_ms(), 1_200);
+}
