@@ -444,6 +444,7 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
     sometimes.insert("anti-entropy repair", nodes.total("geostore_anti_entropy_repairs_total"));
     sometimes.insert("clock drift refusal", nodes.total("geostore_clock_drift_refusals_total"));
     sometimes.insert("unsynced batches lost", driver.lost_batches);
+    sometimes.insert("checks relaxed by a sync=none power loss", u64::from(!driver.lossy.is_empty()));
 
     let recorder = Rc::try_unwrap(recorder).map(RefCell::into_inner).unwrap_or_else(|shared| {
         let mut recorder = shared.borrow_mut();
