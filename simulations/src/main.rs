@@ -56,6 +56,9 @@ enum Command {
         /// Stop at the first seed that fails.
         #[arg(long)]
         fail_fast: bool,
+        /// Seeds run at once, each on its own thread (a run is single-threaded); default: one per core.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Runs one seed again, printing its trace with --trace.
     Replay {
@@ -96,9 +99,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Run { seed, iterations, profile, fail_fast } => {
-            plan::profile(&profile).map(|profile| run(seed, iterations, profile, fail_fast))
-        }
+        Command::Run { seed, iterations, profile, fail_fast, jobs } => plan::profile(&profile).map(|profile| {
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            run(seed, iterations, profile, fail_fast, jobs)
+        }),
         Command::Replay { seed, profile, trace } => plan::profile(&profile).map(|profile| {
             let report = world::run(seed, profile, Options { trace });
             print_report(&report);
@@ -173,11 +177,11 @@ fn replay_command(report: &Report) -> String {
 fn print_report(report: &Report) {
     let ratio = report.simulated.as_secs_f64() / report.real.as_secs_f64().max(1e-9);
     let convergence = match report.convergence {
-        Some(time) => format!("{:.2}s", time.as_secs_f64()),
+        Some(time) => format!("in {:.2}s", time.as_secs_f64()),
         None => "never".into(),
     };
     println!(
-        "seed {}: {} ops {} simulated {:.1}s real {:.2}s ({ratio:.1}x) converged after heal in {convergence} trace {:016x}",
+        "seed {}: {} ops {} simulated {:.1}s real {:.2}s ({ratio:.1}x) converged {convergence} after heal and last write trace {:016x}",
         report.seed,
         if report.violations.is_empty() { "ok  " } else { "FAIL" },
         report.ops.len(),
@@ -194,7 +198,48 @@ fn print_report(report: &Report) {
     }
 }
 
-fn run(seed: u64, iterations: u64, profile: Profile, fail_fast: bool) -> u8 {
+/// Runs the seeds on `jobs` threads and hands the reports over in seed order.
+fn reports(first: u64, iterations: u64, profile: Profile, jobs: usize) -> std::sync::mpsc::Receiver<Report> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, mpsc};
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, finished) = mpsc::channel::<Report>();
+    for _ in 0..jobs {
+        let (next, done, stop) = (next.clone(), done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                if index >= iterations || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let report = world::run(first + index, profile, Options::default());
+                if done.send(report).is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+    }
+    drop(done);
+    let (ordered, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut waiting = BTreeMap::new();
+        let mut expected = first;
+        for report in finished {
+            waiting.insert(report.seed, report);
+            while let Some(report) = waiting.remove(&expected) {
+                if ordered.send(report).is_err() {
+                    return;
+                }
+                expected += 1;
+            }
+        }
+    });
+    receiver
+}
+
+fn run(seed: u64, iterations: u64, profile: Profile, fail_fast: bool, jobs: usize) -> u8 {
     let started = Instant::now();
     let mut simulated = Duration::ZERO;
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -203,8 +248,8 @@ fn run(seed: u64, iterations: u64, profile: Profile, fail_fast: bool) -> u8 {
     let mut convergence: Vec<Duration> = Vec::new();
     let mut failed: Vec<u64> = Vec::new();
     let mut ran = 0;
-    for seed in seed..seed.saturating_add(iterations) {
-        let report = world::run(seed, profile, Options::default());
+    for report in reports(seed, iterations, profile, jobs) {
+        let seed = report.seed;
         print_report(&report);
         ran += 1;
         simulated += report.simulated;
@@ -229,7 +274,7 @@ fn run(seed: u64, iterations: u64, profile: Profile, fail_fast: bool) -> u8 {
     convergence.sort();
     println!();
     println!(
-        "{ran} seeds (profile {}) in {:.1}s: {:.2} seeds/s, {:.1} seeds/min, simulated:real {:.1}x",
+        "{ran} seeds (profile {}, {jobs} at a time) in {:.1}s: {:.2} seeds/s, {:.1} seeds/min, simulated:real {:.1}x",
         profile.name,
         real.as_secs_f64(),
         ran as f64 / real.as_secs_f64(),
@@ -239,7 +284,7 @@ fn run(seed: u64, iterations: u64, profile: Profile, fail_fast: bool) -> u8 {
     if !convergence.is_empty() {
         let at = |q: f64| convergence[((convergence.len() - 1) as f64 * q) as usize].as_secs_f64();
         println!(
-            "convergence after heal: median {:.2}s, max {:.2}s ({} of {ran} runs converged)",
+            "convergence after heal and last write: median {:.2}s, max {:.2}s ({} of {ran} runs converged)",
             at(0.5),
             at(1.0),
             convergence.len()
