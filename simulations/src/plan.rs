@@ -173,13 +173,12 @@ impl Plan {
     pub fn new(seed: u64, profile: Profile) -> Plan {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut latency_ms = [[1; SITES]; SITES];
-        for a in 0..SITES {
-            for b in a + 1..SITES {
-                // Round trips of 20-150 ms between sites.
-                let one_way = rng.random_range(10..=75);
-                latency_ms[a][b] = one_way;
-                latency_ms[b][a] = one_way;
-            }
+        let pairs: Vec<(usize, usize)> = (0..SITES).flat_map(|a| (a + 1..SITES).map(move |b| (a, b))).collect();
+        for (a, b) in pairs {
+            // Round trips of 20-150 ms between sites.
+            let one_way = rng.random_range(10..=75);
+            latency_ms[a][b] = one_way;
+            latency_ms[b][a] = one_way;
         }
         // One node in four runs without fsync, where a power loss may lose acknowledged writes.
         let sync_always = [(); SITES].map(|_| rng.random_range(0..4) != 0);
