@@ -40,13 +40,10 @@ pub struct Facts<'a> {
     pub lossy: &'a [(usize, u64)],
 }
 
-/// Whether an acknowledged write may be lost without breaking a promise. A power loss on a node that
-/// does not fsync (`sync = "none"`) loses acknowledged writes by design; and, a known bug (docs/
-/// ARCHITECTURE.md, "Known limits"), the node then reuses HLC timestamps, log sequence numbers and set
-/// dots it had already handed out, so even writes it acknowledges after restarting may be lost. Until
-/// that is fixed, every write made at such a node during the run is exempt.
+/// Whether an acknowledged write may be lost without breaking a promise: a power loss on a node that does
+/// not fsync (`sync = "none"`) loses the writes it acknowledged before, by design.
 fn lost_possible(facts: &Facts, op: &Op) -> bool {
-    facts.lossy.iter().any(|&(site, _)| site == op.site)
+    facts.lossy.iter().any(|&(site, at)| site == op.site && op.invoked_ms <= at)
 }
 
 fn register(value: &Option<Value>) -> Option<String> {
@@ -101,10 +98,15 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
     for op in ops {
         match &op.call {
             Call::Read { key, read } if op.outcome == Outcome::Ok && key.starts_with("own/") => {
-                if lost_possible(facts, op) {
+                let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                // A power loss between the last acknowledged write and this read may have taken the write.
+                let last_ok = writes.iter().filter(|w| w.outcome == Outcome::Ok && w.invoked_ms < op.invoked_ms).last();
+                let lost_since = |since: u64| {
+                    facts.lossy.iter().any(|&(site, at)| site == op.site && since <= at && at <= op.invoked_ms)
+                };
+                if lost_since(last_ok.map_or(0, |w| w.invoked_ms)) {
                     continue;
                 }
-                let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 let allowed = allowed_after(writes, op.invoked_ms);
                 if !allowed.contains(read) {
                     violation(
@@ -116,7 +118,7 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
                     );
                 }
             }
-            // A causal token from a node that reused its sequence numbers may name another write.
+            // A causal token for a write lost with the unsynced tail names a write nobody has.
             Call::CausalRead { key, site, expected, read } if op.outcome == Outcome::Ok && facts.lossy.is_empty() => {
                 let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 // Writes after the expected one that may have been applied may be read instead.
@@ -283,8 +285,8 @@ fn check_final(
 /// never lost (the next holder read after it).
 fn check_guarded(facts: &Facts, final_values: &FinalValues, violation: &mut impl FnMut(&'static str, String)) {
     if !facts.lossy.is_empty() {
-        // A node that reused its sequence numbers after a power loss answers causal reads wrongly (a
-        // token names two different writes), so the next holder may not read its predecessor's write.
+        // A write lost with a node's unsynced tail breaks the chain of notes: the next holder reads after
+        // a token that names a write nobody has, and may miss what came before it.
         return;
     }
     let mut writes: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();

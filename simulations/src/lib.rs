@@ -3,7 +3,6 @@
 //! topology, the workload and the faults, and checked against the invariants in [`check`].
 
 pub mod check;
-pub mod disk;
 pub mod env;
 pub mod history;
 pub mod lockcheck;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use geostore_client::{Client, ConnectOptions};
 use geostore_node::config::{LockMemberConfig, PeerConfig};
 use geostore_node::{Environment, Metrics, NodeSettings, SyncPolicy};
+use geostore_storage::LossyMemoryStorage;
 
 use crate::check::{self, FinalValues, Violation};
-use crate::disk::SimDisk;
 use crate::env::{NODE_PORT, SimClock, dialer, listener};
 use crate::history::{Op, Recorder, Shared};
 use crate::plan::{Fault, OBSERVER, Plan, Profile, SITES, app_host, node_host, site_name};
@@ -81,7 +81,7 @@ fn node_settings(site: usize, plan: &Plan) -> NodeSettings {
 
 /// The nodes' state that outlives a crash: their disks and clocks; and every incarnation's metrics.
 struct Nodes {
-    disks: Vec<Arc<SimDisk>>,
+    disks: Vec<Arc<LossyMemoryStorage>>,
     clocks: Vec<SimClock>,
     metrics: Rc<RefCell<Vec<Vec<Metrics>>>>,
 }
@@ -301,7 +301,7 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
         .build();
 
     let nodes = Nodes {
-        disks: (0..SITES).map(|_| Arc::new(SimDisk::new())).collect(),
+        disks: (0..SITES).map(|_| Arc::new(LossyMemoryStorage::new())).collect(),
         clocks: (0..SITES).map(|_| SimClock::default()).collect(),
         metrics: Rc::new(RefCell::new(vec![Vec::new(); SITES])),
     };

@@ -26,3 +26,20 @@ fn seed_1181_lock_group_stale_expiry_stamp() {
 fn seed_1185_lock_group_stale_expiry_stamp() {
     passes(1185);
 }
+
+/// After a power loss without fsync, the node reused what its lost tail had handed out (fixed: a new
+/// incarnation; see crates/node/src/store.rs).
+#[test]
+fn seed_47_power_loss_without_fsync_set_add() {
+    passes(47);
+}
+
+#[test]
+fn seed_2103_power_loss_without_fsync_register() {
+    passes(2103);
+}
+
+#[test]
+fn seed_1003_power_loss_without_fsync_log_gap() {
+    passes(1003);
+}

@@ -248,7 +248,7 @@ pub async fn run_with(
     for task in background {
         let _ = task.await;
     }
-    store.blocking(|store| store.shutdown()).await.map_err(anyhow::Error::msg)?;
+    store.blocking(|store| store.close()).await.map_err(anyhow::Error::msg)?.map_err(anyhow::Error::msg)?;
     tracing::info!("node stopped");
     Ok(())
 }

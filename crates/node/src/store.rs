@@ -216,7 +216,18 @@ pub struct ProgressState {
     pub cursors: BTreeMap<(String, u16), u64>,
     /// `(origin, partition)` -> the highest origin sequence reflected here.
     pub seen: BTreeMap<(String, u16), u64>,
+    /// Without fsync: per partition, a sequence no record has reached, written with fsync before one does.
+    pub sequence_limits: Vec<u64>,
+    /// Per partition, the next record's sequence is above this (the limit found after a possible loss).
+    pub sequence_floors: Vec<u64>,
+    /// Without fsync: an HLC timestamp no write has reached, written with fsync before one does.
+    pub hlc_limit: u64,
 }
+
+/// How far ahead of use the limits above are moved: a restart after a loss skips at most this many
+/// sequences per partition, and starts its clock at most this far ahead (well inside the allowed drift).
+const SEQUENCE_LIMIT_AHEAD: u64 = 4096;
+const HLC_LIMIT_AHEAD_MS: i64 = 200;
 
 impl ProgressState {
     /// This node's cursor on `peer`'s log of `partition` (0: nothing merged yet).
@@ -304,14 +315,23 @@ impl Store {
         if config.write_queue_max == 0 || config.group_ops_max == 0 {
             return Err(OpenError::Config("write_queue_max and group_ops_max must be at least 1".into()));
         }
-        let identity = load_or_create_identity(storage.as_ref(), &config, new_replica_id)?;
+        let (mut identity, created) = load_or_create_identity(storage.as_ref(), &config, new_replica_id)?;
         let clock = Arc::new(HybridClock::new(wall, config.max_drift_ms));
         if let Some(high) = read_u64_meta(storage.as_ref(), layout::META_HLC_HIGH)? {
             clock.observe_own(Hlc(high));
         }
+        let buffered = config.durability == Durability::Buffered;
+        let lossy_restart = buffered && !created && storage.get(Space::Meta, layout::META_CLEAN_SHUTDOWN)?.is_none();
         let mut state = ProgressState::default();
         for partition in 0..identity.partitions {
-            state.heads.push(read_u64_meta(storage.as_ref(), &layout::meta_sequence_key(partition))?.unwrap_or(0));
+            let head = read_u64_meta(storage.as_ref(), &layout::meta_sequence_key(partition))?.unwrap_or(0);
+            let limit = read_u64_meta(storage.as_ref(), &layout::meta_sequence_limit_key(partition))?.unwrap_or(0);
+            // After a possible loss the next record goes past every sequence the lost tail may have held:
+            // peers that merged those records must not take new ones for them. The head itself stays the
+            // last record written (the log is read up to it).
+            state.sequence_floors.push(if lossy_restart { limit } else { 0 });
+            state.sequence_limits.push(limit);
+            state.heads.push(head);
             state
                 .log_starts
                 .push(read_u64_meta(storage.as_ref(), &layout::meta_log_start_key(partition))?.unwrap_or(1));
@@ -319,6 +339,17 @@ impl Store {
         }
         state.cursors = read_site_partition_meta(storage.as_ref(), layout::META_CURSOR_PREFIX)?;
         state.seen = read_site_partition_meta(storage.as_ref(), layout::META_SEEN_PREFIX)?;
+        state.hlc_limit = read_u64_meta(storage.as_ref(), layout::META_HLC_LIMIT)?.unwrap_or(0);
+        if lossy_restart {
+            identity = begin_incarnation(storage.as_ref(), identity)?;
+            clock.observe_own(Hlc(state.hlc_limit));
+        }
+        if buffered {
+            // Until the next clean shutdown, an open counts as possibly lossy.
+            let mut batch = Batch::new();
+            batch.delete(Space::Meta, layout::META_CLEAN_SHUTDOWN.to_vec());
+            storage.write(batch, Durability::Sync)?;
+        }
         let progress = Arc::new(Progress {
             state: Mutex::new(state.clone()),
             log_version: watch::channel(0).0,
@@ -728,6 +759,16 @@ impl Store {
             let _ = handle.join();
         }
     }
+
+    /// Stops the writer and records (with fsync) that nothing unsynced was lost: the next open continues
+    /// as the same replica. Only a graceful shutdown calls this; a store that is merely dropped (or a
+    /// process that dies) opens next time as if the machine had lost power.
+    pub fn close(&self) -> Result<(), String> {
+        self.shutdown();
+        let mut batch = Batch::new();
+        batch.put(Space::Meta, layout::META_CLEAN_SHUTDOWN.to_vec(), vec![1]);
+        self.storage.write(batch, Durability::Sync).map_err(|e| e.to_string())
+    }
 }
 
 impl Drop for Store {
@@ -761,11 +802,35 @@ fn read_site_partition_meta(storage: &dyn Storage, prefix: &[u8]) -> Result<BTre
     }
     Ok(values)
 }
+/// After a restart that may have lost the unsynced tail (no fsync, no clean shutdown): continue as a new
+/// replica, whose CRDT markers and dots cannot collide with those the lost tail held (the log sequences
+/// continue past their limits, `ProgressState::sequence_floors`), and write that down with fsync.
+fn begin_incarnation(storage: &dyn Storage, identity: Identity) -> Result<Identity, OpenError> {
+    let incarnation = read_u64_meta(storage, layout::META_INCARNATION)?.unwrap_or(0) + 1;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&identity.replica.0.to_be_bytes());
+    hasher.update(&incarnation.to_be_bytes());
+    let replica = ReplicaId(hasher.digest().max(1));
+    let mut batch = Batch::new();
+    batch.put(Space::Meta, layout::META_REPLICA_ID.to_vec(), replica.0.to_be_bytes().to_vec());
+    batch.put(Space::Meta, layout::META_INCARNATION.to_vec(), incarnation.to_be_bytes().to_vec());
+    storage.write(batch, Durability::Sync)?;
+    tracing::warn!(
+        previous = identity.replica.0,
+        replica = replica.0,
+        incarnation,
+        "this store runs without fsync and was not shut down cleanly: writes in its unsynced tail may be lost; \
+         it continues as a new replica, past every timestamp and sequence it may have issued"
+    );
+    Ok(Identity { replica, ..identity })
+}
+
+/// The identity stored, or a new one written; and whether it was new.
 fn load_or_create_identity(
     storage: &dyn Storage,
     config: &StoreConfig,
     new_replica_id: impl FnOnce() -> u64,
-) -> Result<Identity, OpenError> {
+) -> Result<(Identity, bool), OpenError> {
     let stored_replica = read_u64_meta(storage, layout::META_REPLICA_ID)?;
     let stored_site = storage.get(Space::Meta, layout::META_SITE)?;
     let stored_partitions = storage.get(Space::Meta, layout::META_PARTITIONS)?;
@@ -782,7 +847,7 @@ fn load_or_create_identity(
             if partitions != config.partitions {
                 return Err(OpenError::PartitionsMismatch { stored: partitions, configured: config.partitions });
             }
-            Ok(Identity { replica: ReplicaId(replica), site, partitions })
+            Ok((Identity { replica: ReplicaId(replica), site, partitions }, false))
         }
         (None, None, None) => {
             let identity = Identity {
@@ -795,7 +860,7 @@ fn load_or_create_identity(
             batch.put(Space::Meta, layout::META_SITE.to_vec(), identity.site.as_bytes().to_vec());
             batch.put(Space::Meta, layout::META_PARTITIONS.to_vec(), identity.partitions.to_be_bytes().to_vec());
             storage.write(batch, Durability::Sync)?;
-            Ok(identity)
+            Ok((identity, true))
         }
         _ => Err(OpenError::CorruptMeta {
             key: "identity".into(),
@@ -917,8 +982,9 @@ impl Writer {
         // its key's tombstone was collected brings a deleted value back (found by the simulation).
         if !group.batch.is_empty() || !group.touched_cursors.is_empty() {
             self.add_bookkeeping(&mut group);
+            let durability = self.raise_limits(&mut group);
             let write_started = std::time::Instant::now();
-            match self.storage.write(std::mem::take(&mut group.batch), self.durability) {
+            match self.storage.write(std::mem::take(&mut group.batch), durability) {
                 Ok(()) => {
                     self.metrics.storage_write_seconds.observe(write_started.elapsed().as_secs_f64());
                     self.metrics.group_ops.observe(group.changes as f64);
@@ -964,6 +1030,34 @@ impl Writer {
             }
         }
         self.metrics.group_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Without fsync: when this group's writes reach the HLC or sequence limits, moves them ahead in the
+    /// batch and writes it with fsync (about once per `SEQUENCE_LIMIT_AHEAD` records per partition and
+    /// once per `HLC_LIMIT_AHEAD_MS` of writing). Returns the durability to write the batch with.
+    fn raise_limits(&self, group: &mut Group) -> Durability {
+        if self.durability != Durability::Buffered {
+            return self.durability;
+        }
+        let mut raised = false;
+        for partition in 0..group.state.heads.len() {
+            if group.touched_heads[partition] && group.state.heads[partition] > group.state.sequence_limits[partition] {
+                let limit = group.state.heads[partition] + SEQUENCE_LIMIT_AHEAD;
+                group.state.sequence_limits[partition] = limit;
+                let key = layout::meta_sequence_limit_key(partition as u16);
+                group.batch.put(Space::Meta, key, limit.to_be_bytes().to_vec());
+                raised = true;
+            }
+        }
+        if let Some(hlc) = group.hlc_high
+            && hlc.0 > group.state.hlc_limit
+        {
+            let limit = Hlc::from_parts(hlc.unix_ms() + HLC_LIMIT_AHEAD_MS, 0).map_or(u64::MAX, |limit| limit.0);
+            group.state.hlc_limit = limit;
+            group.batch.put(Space::Meta, layout::META_HLC_LIMIT.to_vec(), limit.to_be_bytes().to_vec());
+            raised = true;
+        }
+        if raised { Durability::Sync } else { self.durability }
     }
 
     /// Puts the sequences, cursors, origin progress and HLC high-water mark the group changed into its batch.
@@ -1012,7 +1106,7 @@ impl Writer {
         group: &mut Group,
     ) -> u64 {
         let index = usize::from(partition);
-        let sequence = group.state.heads[index] + 1;
+        let sequence = group.state.heads[index].max(group.state.sequence_floors[index]) + 1;
         group.state.heads[index] = sequence;
         group.touched_heads[index] = true;
         let encoded = encode_entry(&entry);
@@ -1547,6 +1641,42 @@ mod tests {
         drop(store);
         let reopened = open(storage, &wall);
         assert_eq!(reopened.progress().cursors[&("b".to_string(), partition)], 5, "the cursor survives a restart");
+    }
+
+    /// Scenario found by the simulation harness (seeds 47, 2103 and 2120 at 8284fad): a node without fsync
+    /// lost power, came back with the log sequences, HLC and replica id its lost tail had used, and peers
+    /// discarded or out-ordered the writes it acknowledged after restarting. Now a restart without a clean
+    /// shutdown continues as a new replica, past every sequence and timestamp the tail may have held.
+    #[tokio::test]
+    async fn after_a_power_loss_without_fsync_nothing_handed_out_is_handed_out_again() {
+        use geostore_storage::LossyMemoryStorage;
+        let wall = ManualWallClock::new(JAN_2026_MS);
+        let disk = Arc::new(LossyMemoryStorage::new());
+        let config = StoreConfig { durability: Durability::Buffered, partitions: 1, ..StoreConfig::default() };
+        let open = |disk: &Arc<LossyMemoryStorage>| {
+            let storage: Arc<dyn Storage> = disk.clone();
+            Store::open(storage, Arc::new(wall.clone()), config.clone(), Metrics::new(), || 7).unwrap()
+        };
+        let store = open(&disk);
+        store.write(b"a".to_vec(), put(b"1")).await.unwrap();
+        let lost = store.write(b"b".to_vec(), put(b"2")).await.unwrap();
+        let replica_before = store.identity().replica;
+        drop(store);
+        assert!(disk.lose_unsynced() > 0, "the second write was not synced");
+        wall.advance_ms(-5_000); // the clock is behind after the restart, too
+
+        let store = open(&disk);
+        assert!(store.get(b"b").unwrap().is_none(), "the unsynced write is gone");
+        assert_ne!(store.identity().replica, replica_before, "a new replica: its dots cannot collide");
+        let again = store.write(b"b".to_vec(), put(b"3")).await.unwrap();
+        assert!(again.token.sequence > lost.token.sequence, "{} reuses a sequence", again.token.sequence);
+        assert!(again.hlc > lost.hlc, "the new write's timestamp is above the lost one's");
+
+        // A clean shutdown keeps the replica.
+        let replica = store.identity().replica;
+        store.close().unwrap();
+        drop(store);
+        assert_eq!(open(&disk).identity().replica, replica);
     }
 
     #[tokio::test]

@@ -15,6 +15,20 @@ pub const META_SITE: &[u8] = b"site";
 pub const META_PARTITIONS: &[u8] = b"partitions";
 /// The highest HLC timestamp this replica has written, so that a restart never issues a lower one.
 pub const META_HLC_HIGH: &[u8] = b"hlc_high";
+/// Without fsync (`Durability::Buffered`) a machine losing power loses the tail of what was written, and a
+/// restarted replica must not hand out again what it handed out in that tail. These are written with
+/// fsync: `clean_shutdown` by a clean shutdown (removed at open), `incarnation` counts the restarts that
+/// may have lost a tail, `hlc_limit` and `seqlimit/ ++ partition` are bounds, kept ahead of use, on the
+/// HLC timestamps and log sequences issued.
+pub const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+pub const META_INCARNATION: &[u8] = b"incarnation";
+pub const META_HLC_LIMIT: &[u8] = b"hlc_limit";
+
+pub fn meta_sequence_limit_key(partition: u16) -> Vec<u8> {
+    let mut bytes = b"seqlimit/".to_vec();
+    bytes.extend_from_slice(&partition.to_be_bytes());
+    bytes
+}
 
 pub fn data_key(partition: u16, key: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(2 + key.len());

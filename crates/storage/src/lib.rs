@@ -6,9 +6,11 @@
 //! get it.
 
 pub mod layout;
+mod lossy;
 mod memory;
 mod rocks;
 
+pub use lossy::LossyMemoryStorage;
 pub use memory::MemoryStorage;
 pub use rocks::RocksStorage;
 

@@ -1,15 +1,15 @@
-//! A node's disk in the simulation: geostore's storage trait in memory, with a model of what a crash
-//! loses. A process crash (SIGKILL) loses nothing the storage accepted: buffered writes are in the
-//! operating system's cache. A power loss also loses every write made with `Durability::Buffered` since
-//! the last `Durability::Sync` write, as RocksDB does (a synced write persists the whole write-ahead log
-//! before it).
+//! Storage in memory that can lose power: what the simulation harness and crash tests use as a disk.
+//! A process crash loses nothing the storage accepted (buffered writes are in the operating system's
+//! cache); a power loss ([`LossyMemoryStorage::lose_unsynced`]) also loses every write made with
+//! `Durability::Buffered` since the last `Durability::Sync` one, as RocksDB does (a synced write persists
+//! the whole write-ahead log before it).
 
 use std::sync::Mutex;
 
-use geostore_storage::{Batch, Durability, MemoryStorage, Result, Space, Storage};
+use crate::{Batch, Durability, MemoryStorage, Result, Space, Storage};
 
 #[derive(Default)]
-pub struct SimDisk {
+pub struct LossyMemoryStorage {
     inner: Mutex<Disk>,
 }
 
@@ -23,7 +23,7 @@ struct Disk {
     unsynced: Vec<Batch>,
 }
 
-impl SimDisk {
+impl LossyMemoryStorage {
     pub fn new() -> Self {
         Self::default()
     }
@@ -51,7 +51,7 @@ impl SimDisk {
     }
 }
 
-impl Storage for SimDisk {
+impl Storage for LossyMemoryStorage {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.lock().expect("disk lock poisoned").visible.get(space, key)
     }
@@ -80,7 +80,7 @@ impl Storage for SimDisk {
 mod tests {
     use super::*;
 
-    fn put(disk: &SimDisk, key: &[u8], durability: Durability) {
+    fn put(disk: &LossyMemoryStorage, key: &[u8], durability: Durability) {
         let mut batch = Batch::new();
         batch.put(Space::Data, key.to_vec(), b"v".to_vec());
         disk.write(batch, durability).unwrap();
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn power_loss_drops_only_what_no_sync_covered() {
-        let disk = SimDisk::new();
+        let disk = LossyMemoryStorage::new();
         put(&disk, b"a", Durability::Buffered);
         put(&disk, b"b", Durability::Sync);
         put(&disk, b"c", Durability::Buffered);
