@@ -100,7 +100,7 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
             Call::Read { key, read } if op.outcome == Outcome::Ok && key.starts_with("own/") => {
                 let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 // A power loss between the last acknowledged write and this read may have taken the write.
-                let last_ok = writes.iter().filter(|w| w.outcome == Outcome::Ok && w.invoked_ms < op.invoked_ms).last();
+                let last_ok = writes.iter().rev().find(|w| w.outcome == Outcome::Ok && w.invoked_ms < op.invoked_ms);
                 let lost_since = |since: u64| {
                     facts.lossy.iter().any(|&(site, at)| site == op.site && since <= at && at <= op.invoked_ms)
                 };
