@@ -54,6 +54,26 @@ fn register(value: &Option<Value>) -> Option<String> {
     }
 }
 
+/// The value a write to a register leaves (`None`: a delete).
+fn written(op: &Op) -> Option<String> {
+    match &op.call {
+        Call::Put { value, .. } => Some(value.clone()),
+        _ => None,
+    }
+}
+
+/// What a register written only by `writes` (one application's, in its order) may hold once the writes
+/// invoked before `before_ms` are done: the last acknowledged one's value or that of any later write that
+/// may have been applied; with no acknowledged write, absent or any write that may have been applied.
+fn allowed_values(writes: &[&Op], before_ms: u64) -> BTreeSet<Option<String>> {
+    let done: Vec<&Op> =
+        writes.iter().copied().filter(|w| w.invoked_ms < before_ms && w.outcome != Outcome::Fail).collect();
+    match done.iter().rposition(|w| w.outcome == Outcome::Ok) {
+        Some(index) => done[index..].iter().map(|w| written(w)).collect(),
+        None => std::iter::once(None).chain(done.iter().map(|w| written(w))).collect(),
+    }
+}
+
 pub fn check(facts: &Facts) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut violation = |invariant: &'static str, message: String| violations.push(Violation { invariant, message });
@@ -72,29 +92,6 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
             _ => {}
         }
     }
-    // What a read of an own key may return after the writes before it: the last acknowledged write, or
-    // any write after it whose outcome is unknown.
-    let allowed_after = |writes: &[&Op], before_ms: u64| -> BTreeSet<Option<String>> {
-        let done: Vec<&&Op> =
-            writes.iter().filter(|w| w.invoked_ms < before_ms && w.outcome != Outcome::Fail).collect();
-        let last_ok = done.iter().rposition(|w| w.outcome == Outcome::Ok);
-        let mut allowed = BTreeSet::new();
-        let value_of = |op: &Op| match &op.call {
-            Call::Put { value, .. } => Some(value.clone()),
-            _ => None,
-        };
-        match last_ok {
-            Some(index) => {
-                allowed.insert(value_of(done[index]));
-                allowed.extend(done[index + 1..].iter().map(|w| value_of(w)));
-            }
-            None => {
-                allowed.insert(None);
-                allowed.extend(done.iter().map(|w| value_of(w)));
-            }
-        }
-        allowed
-    };
     for op in ops {
         match &op.call {
             Call::Read { key, read } if op.outcome == Outcome::Ok && key.starts_with("own/") => {
@@ -107,7 +104,7 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
                 if lost_since(last_ok.map_or(0, |w| w.invoked_ms)) {
                     continue;
                 }
-                let allowed = allowed_after(writes, op.invoked_ms);
+                let allowed = allowed_values(writes, op.invoked_ms);
                 if !allowed.contains(read) {
                     violation(
                         "read-your-writes",
@@ -122,19 +119,9 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
             Call::CausalRead { key, site, expected, read } if op.outcome == Outcome::Ok && facts.lossy.is_empty() => {
                 let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 // Writes after the expected one that may have been applied may be read instead.
-                let value_of = |w: &Op| match &w.call {
-                    Call::Put { value, .. } => Some(value.clone()),
-                    _ => None,
-                };
-                let written_at = writes.iter().position(|w| value_of(w).as_ref() == Some(expected)).unwrap_or(0);
-                let later: BTreeSet<Option<String>> = writes[written_at..]
-                    .iter()
-                    .filter(|w| w.outcome != Outcome::Fail)
-                    .map(|w| match &w.call {
-                        Call::Put { value, .. } => Some(value.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let written_at = writes.iter().position(|w| written(w).as_ref() == Some(expected)).unwrap_or(0);
+                let later: BTreeSet<Option<String>> =
+                    writes[written_at..].iter().filter(|w| w.outcome != Outcome::Fail).map(|w| written(w)).collect();
                 if read.as_ref() != Some(expected) && !later.contains(read) {
                     violation(
                         "causal-read",
@@ -167,21 +154,11 @@ fn check_final(
     // Own registers: the last acknowledged write, or a later unknown one.
     for (key, writes) in per_key {
         let final_value = register(final_values.get(*key).unwrap_or(&None));
-        let last_ok = writes.iter().rposition(|w| w.outcome == Outcome::Ok);
-        let Some(index) = last_ok else { continue };
-        if lost(writes[index]) {
+        let Some(last_ok) = writes.iter().rev().find(|w| w.outcome == Outcome::Ok) else { continue };
+        if lost(last_ok) {
             continue;
         }
-        let mut allowed: BTreeSet<Option<String>> = BTreeSet::new();
-        for w in &writes[index..] {
-            if w.outcome == Outcome::Fail {
-                continue;
-            }
-            allowed.insert(match &w.call {
-                Call::Put { value, .. } => Some(value.clone()),
-                _ => None,
-            });
-        }
+        let allowed = allowed_values(writes, u64::MAX);
         if !allowed.contains(&final_value) {
             violation(
                 "no-lost-acknowledged-write",

@@ -128,8 +128,8 @@ impl State {
         self.app.keys.borrow_mut().insert(key.to_string());
     }
 
-    /// Makes one call at `site` and records it; returns the result.
-    async fn call<T, F, Fut>(&mut self, site: usize, call: Call, f: F) -> (Option<T>, Call)
+    /// Makes one call at `site` and records it; returns its result, if it succeeded.
+    async fn call<T, F, Fut>(&mut self, site: usize, call: Call, f: F) -> Option<T>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, geostore_client::Error>>,
@@ -149,20 +149,12 @@ impl State {
                 (outcome_of(&error), error.message.clone(), None)
             }
         };
-        let op = Op {
-            process: self.app.process,
-            site,
-            call: call.clone(),
-            invoked_ms,
-            completed_ms: Some(now_ms()),
-            outcome,
-            error,
-        };
-        self.app.recorder.borrow_mut().record(op);
-        (value, call)
+        self.record(call, invoked_ms, outcome, error, site);
+        value
     }
 
-    fn record_read(&mut self, call: Call, invoked_ms: u64, outcome: Outcome, error: String, site: usize) {
+    /// Records a call made at `site`, completed now.
+    fn record(&mut self, call: Call, invoked_ms: u64, outcome: Outcome, error: String, site: usize) {
         let op = Op { process: self.app.process, site, call, invoked_ms, completed_ms: Some(now_ms()), outcome, error };
         self.app.recorder.borrow_mut().record(op);
     }
@@ -178,7 +170,7 @@ impl State {
         self.touch(&key);
         let call = Call::Put { key: key.clone(), value: value.clone() };
         let (k, v) = (key.clone(), value.clone());
-        let (ack, _) = self.call(self.app.site, call, |c| async move { c.put(k, v, None).await }).await;
+        let ack = self.call(self.app.site, call, |c| async move { c.put(k, v, None).await }).await;
         if let Some(ack) = ack {
             self.last_acked[slot] = ack.token.map(|token| (value, token));
         }
@@ -207,7 +199,7 @@ impl State {
         let key = self.own_key(slot);
         self.touch(&key);
         let k = key.clone();
-        let (ack, _) = self.call(self.app.site, Call::Delete { key }, |c| async move { c.delete(k).await }).await;
+        let ack = self.call(self.app.site, Call::Delete { key }, |c| async move { c.delete(k).await }).await;
         if ack.is_some() {
             self.last_acked[slot] = None;
         }
@@ -227,8 +219,7 @@ impl State {
         self.touch(&key);
         let (k, m) = (key.clone(), member.clone());
         let call = Call::SetAdd { key: key.clone(), member: member.clone() };
-        let (ack, _) =
-            self.call(self.app.site, call, |c| async move { c.set_add(k, vec![m.into_bytes()]).await }).await;
+        let ack = self.call(self.app.site, call, |c| async move { c.set_add(k, vec![m.into_bytes()]).await }).await;
         if ack.is_some() {
             self.added.push((key, member));
         }
@@ -264,16 +255,10 @@ impl State {
             Err(error) => Err(error),
         };
         match result {
-            Ok(found) => self.record_read(
-                Call::Read { key, read: register(found) },
-                invoked_ms,
-                Outcome::Ok,
-                String::new(),
-                site,
-            ),
-            Err(error) => {
-                self.record_read(Call::Read { key, read: None }, invoked_ms, Outcome::Fail, error.message, site)
+            Ok(found) => {
+                self.record(Call::Read { key, read: register(found) }, invoked_ms, Outcome::Ok, String::new(), site)
             }
+            Err(error) => self.record(Call::Read { key, read: None }, invoked_ms, Outcome::Fail, error.message, site),
         }
     }
 
@@ -300,7 +285,7 @@ impl State {
                 (None, Outcome::Fail, error.message)
             }
         };
-        self.record_read(Call::CausalRead { key, site, expected, read }, invoked_ms, outcome, error, site);
+        self.record(Call::CausalRead { key, site, expected, read }, invoked_ms, outcome, error, site);
     }
 
     /// Acquire, read what the previous holder wrote, maybe stall, write under the fencing token, release
@@ -310,7 +295,7 @@ impl State {
         let site = self.app.site;
         let label = format!("app{}", self.app.process);
         let (l, lab) = (lock.clone(), label.clone());
-        let (grant, _) = self
+        let grant = self
             .call(site, Call::Acquire { lock: lock.clone(), token: None }, |c| async move {
                 c.acquire(&l, LOCK_TTL, Wait::Up(Duration::from_secs(2)), &lab).await
             })
@@ -339,7 +324,7 @@ impl State {
         let previous = match read {
             Ok(found) => {
                 let value = register(found);
-                self.record_read(
+                self.record(
                     Call::Read { key: key.clone(), read: value.clone() },
                     invoked_ms,
                     Outcome::Ok,
@@ -349,7 +334,7 @@ impl State {
                 value.unwrap_or_default()
             }
             Err(error) => {
-                self.record_read(
+                self.record(
                     Call::Read { key: key.clone(), read: None },
                     invoked_ms,
                     Outcome::Fail,
@@ -384,7 +369,7 @@ impl State {
         let fenced = client.with_fence(&lock, token);
         let (k, v) = (key.clone(), value.clone());
         let call = Call::GuardedWrite { lock: lock.clone(), token, element, value };
-        let (ack, _) = self.call(site, call, |_| async move { fenced.put(k, v, None).await }).await;
+        let ack = self.call(site, call, |_| async move { fenced.put(k, v, None).await }).await;
         if self.rng.random_range(0..5) == 0 {
             return; // the lease runs out
         }
