@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+// tokio's clock: the same as the system's monotonic clock, and the one a simulation drives.
+use tokio::time::Instant;
 use tonic::Code;
 
 use crate::{Client, Error, Outcome, Result, pb};

@@ -574,7 +574,7 @@ impl Store {
                 token.partition, self.identity.partitions
             )));
         }
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register for the wake-up before checking, so a commit in between is not missed.
