@@ -87,6 +87,10 @@ pub struct Op {
     pub outcome: Outcome,
     /// The error, if any.
     pub error: String,
+    /// The server's reason for refusing the call, if it gave one (decide on this, not on `error`). Not in
+    /// the exported history, whose format stays Jepsen's.
+    #[serde(skip)]
+    pub reason: Option<geostore_client::Reason>,
 }
 
 #[derive(Default)]

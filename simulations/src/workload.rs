@@ -139,23 +139,41 @@ impl State {
             Ok(client) => f(client).await,
             Err(error) => Err(error),
         };
-        let (outcome, error, value) = match result {
-            Ok(value) => (Outcome::Ok, String::new(), Some(value)),
+        match result {
+            Ok(value) => {
+                self.record(call, invoked_ms, Outcome::Ok, None, site);
+                Some(value)
+            }
             Err(error) => {
                 if error.code == tonic::Code::Unavailable {
                     // Connect again next time (the node may have restarted).
                     self.clients[site] = None;
                 }
-                (outcome_of(&error), error.message.clone(), None)
+                self.record(call, invoked_ms, outcome_of(&error), Some(&error), site);
+                None
             }
-        };
-        self.record(call, invoked_ms, outcome, error, site);
-        value
+        }
     }
 
     /// Records a call made at `site`, completed now.
-    fn record(&mut self, call: Call, invoked_ms: u64, outcome: Outcome, error: String, site: usize) {
-        let op = Op { process: self.app.process, site, call, invoked_ms, completed_ms: Some(now_ms()), outcome, error };
+    fn record(
+        &mut self,
+        call: Call,
+        invoked_ms: u64,
+        outcome: Outcome,
+        error: Option<&geostore_client::Error>,
+        site: usize,
+    ) {
+        let op = Op {
+            process: self.app.process,
+            site,
+            call,
+            invoked_ms,
+            completed_ms: Some(now_ms()),
+            outcome,
+            error: error.map(|error| error.message.clone()).unwrap_or_default(),
+            reason: error.and_then(|error| error.reason),
+        };
         self.app.recorder.borrow_mut().record(op);
     }
 
@@ -255,10 +273,8 @@ impl State {
             Err(error) => Err(error),
         };
         match result {
-            Ok(found) => {
-                self.record(Call::Read { key, read: register(found) }, invoked_ms, Outcome::Ok, String::new(), site)
-            }
-            Err(error) => self.record(Call::Read { key, read: None }, invoked_ms, Outcome::Fail, error.message, site),
+            Ok(found) => self.record(Call::Read { key, read: register(found) }, invoked_ms, Outcome::Ok, None, site),
+            Err(error) => self.record(Call::Read { key, read: None }, invoked_ms, Outcome::Fail, Some(&error), site),
         }
     }
 
@@ -276,16 +292,19 @@ impl State {
             Ok(client) => client.get_after(key.clone(), token, Some(Duration::from_secs(2))).await,
             Err(error) => Err(error),
         };
-        let (read, outcome, error) = match result {
-            Ok(found) => (register(found), Outcome::Ok, String::new()),
+        match result {
+            Ok(found) => {
+                let read = register(found);
+                self.record(Call::CausalRead { key, site, expected, read }, invoked_ms, Outcome::Ok, None, site);
+            }
             Err(error) => {
                 if error.code == tonic::Code::Unavailable {
                     self.clients[site] = None;
                 }
-                (None, Outcome::Fail, error.message)
+                let call = Call::CausalRead { key, site, expected, read: None };
+                self.record(call, invoked_ms, Outcome::Fail, Some(&error), site);
             }
-        };
-        self.record(Call::CausalRead { key, site, expected, read }, invoked_ms, outcome, error, site);
+        }
     }
 
     /// Acquire, read what the previous holder wrote, maybe stall, write under the fencing token, release
@@ -324,23 +343,11 @@ impl State {
         let previous = match read {
             Ok(found) => {
                 let value = register(found);
-                self.record(
-                    Call::Read { key: key.clone(), read: value.clone() },
-                    invoked_ms,
-                    Outcome::Ok,
-                    String::new(),
-                    site,
-                );
+                self.record(Call::Read { key: key.clone(), read: value.clone() }, invoked_ms, Outcome::Ok, None, site);
                 value.unwrap_or_default()
             }
             Err(error) => {
-                self.record(
-                    Call::Read { key: key.clone(), read: None },
-                    invoked_ms,
-                    Outcome::Fail,
-                    error.message,
-                    site,
-                );
+                self.record(Call::Read { key: key.clone(), read: None }, invoked_ms, Outcome::Fail, Some(&error), site);
                 // Could not read the predecessor's work: hand its note on and stop.
                 let note = grant.previous_note.clone();
                 self.release(&lock, token, note).await;

@@ -289,6 +289,9 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
     let (seed, profile) = (plan.seed, plan.profile);
     let started = Instant::now();
     geostore_lockgroup::runtime::seed_random(plan.raft_seed);
+    // Retry jitter (pullers, proposers, the applications' lock retries) has its own generator, so that
+    // retries do not shift the elections' draws.
+    geostore_runtime::random::seed(plan.raft_seed ^ 0x005e_ed0f_b0ff);
     let recorder: Shared = Rc::new(RefCell::new(Recorder { echo: options.trace, ..Recorder::default() }));
     let mut sim = turmoil::Builder::new()
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -421,7 +424,9 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
         use crate::history::{Call, Outcome};
         sometimes.insert(
             "stale fenced write refused",
-            count(&|op| matches!(op.call, Call::GuardedWrite { .. }) && op.error.contains("stale fence")),
+            count(&|op| {
+                matches!(op.call, Call::GuardedWrite { .. }) && op.reason == Some(geostore_client::Reason::StaleFence)
+            }),
         );
         sometimes.insert(
             "fenced write accepted",

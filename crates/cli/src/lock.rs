@@ -130,11 +130,32 @@ fn state_json(state: &pb::LockState) -> Json {
 fn state_text(state: &pb::LockState) -> String {
     let holder = match &state.holder {
         Some(grant) => {
-            format!("held, token {} (label {:?}, expires {})", grant.token, grant.label, grant.expires_unix_ms)
+            format!("held, token {} (label {:?}, {})", grant.token, grant.label, expiry_text(grant.expires_unix_ms))
         }
         None => "free".to_string(),
     };
     format!("{}: {holder}, {} waiting", state.name, state.waiters.len())
+}
+
+/// A lease's expiry for people, relative to this machine's clock: `expires in 9.8s`, `expired 2s ago`.
+/// (`--json` keeps the Unix milliseconds.)
+fn expiry_text(expires_unix_ms: u64) -> String {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let (ahead, ms) = match u128::from(expires_unix_ms).checked_sub(now_ms) {
+        Some(ms) => (true, ms),
+        None => (false, now_ms - u128::from(expires_unix_ms)),
+    };
+    let shown = show_duration(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)));
+    if ahead { format!("expires in {shown}") } else { format!("expired {shown} ago") }
+}
+
+/// `9.8s` under a minute, else whole seconds as humantime writes them (`2m 5s`, `1h 3m 20s`).
+fn show_duration(duration: Duration) -> String {
+    if duration < Duration::from_secs(60) {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    }
 }
 
 fn print(json_output: bool, json: Json, text: String) {
@@ -168,7 +189,7 @@ pub async fn run(args: LockArgs) -> ExitCode {
                 print(
                     json_output,
                     grant_json(&grant),
-                    format!("token {} lease {} expires {}", grant.token, grant.lease, grant.expires_unix_ms),
+                    format!("token {} lease {} {}", grant.token, grant.lease, expiry_text(grant.expires_unix_ms)),
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -225,10 +246,8 @@ async fn run_locked(
     };
     tokio::select! {
         status = child.wait() => {
-            let status = status.map_err(|e| Error {
-                code: tonic::Code::Internal,
-                message: format!("waiting for the command: {e}"),
-                outcome: geostore_client::Outcome::Unknown,
+            let status = status.map_err(|e| {
+                Error::local(tonic::Code::Internal, geostore_client::Outcome::Unknown, format!("waiting for the command: {e}"))
             })?;
             if let Err(error) = guard.release().await {
                 eprintln!("geostore: releasing the lock failed ({}); it expires after its TTL", error.message);
@@ -321,5 +340,19 @@ async fn lead(name: String, mut guard: LockGuard, json_output: bool) -> Result<E
             report_lost(&name, token, &lost, json_output);
             Ok(ExitCode::from(EXIT_LOCK_LOST))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(show_duration(Duration::from_millis(9_840)), "9.8s");
+        assert_eq!(show_duration(Duration::from_millis(125_400)), "2m 5s");
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(expiry_text(now_ms + 25_000).starts_with("expires in 2"), "{}", expiry_text(now_ms + 25_000));
+        assert!(expiry_text(now_ms - 5_000).starts_with("expired 5"), "{}", expiry_text(now_ms - 5_000));
     }
 }

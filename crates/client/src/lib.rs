@@ -35,65 +35,51 @@ fn timed<T>(message: T) -> tonic::Request<T> {
 /// Largest reply the client accepts (a big set, a big batch).
 const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Whether a failed operation may have taken effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Certainly not applied.
-    Failed,
-    /// May or may not have been applied.
-    Unknown,
-}
+pub use geostore_proto::outcome::{Outcome, Reason};
 
+/// A failed call: its status code, the server's message, whether it may have been applied, and the
+/// machine-readable reason where the server gave one. Decide on `outcome` and `reason`, never on the
+/// message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
     pub code: Code,
     pub message: String,
     pub outcome: Outcome,
+    pub reason: Option<Reason>,
 }
 
 impl Error {
+    /// An error made by the client itself (no server reply to read it from).
+    pub fn local(code: Code, outcome: Outcome, message: impl Into<String>) -> Self {
+        Error { code, message: message.into(), outcome, reason: None }
+    }
+
     fn from_status(status: tonic::Status) -> Self {
-        // The server says so where it knows (the lock service does).
-        let said = status.metadata().get("geostore-outcome").and_then(|value| value.to_str().ok());
-        let outcome = match (said, status.code()) {
-            (Some("failed"), _) => Outcome::Failed,
-            (Some("unknown"), _) => Outcome::Unknown,
-            (_, Code::Unimplemented) => Outcome::Failed,
-            (_, code) => Self::outcome_of(code, &status),
-        };
+        let outcome = geostore_proto::outcome::outcome_of(&status);
+        let reason = geostore_proto::outcome::reason_of(&status);
         let message = match status.code() {
-            Code::Unimplemented if status.message().contains("Lock") || status.message().is_empty() => {
-                format!(
-                    "{} (is this node in a lock group?)",
-                    if status.message().is_empty() { "unimplemented" } else { status.message() }
-                )
-            }
+            Code::Unimplemented => format!(
+                "{} (is this node in a lock group, and is it the same version as this client?)",
+                if status.message().is_empty() { "unimplemented" } else { status.message() }
+            ),
             _ if status.message().is_empty() => format!("{:?}", status.code()),
             _ => status.message().to_string(),
         };
-        Error { code: status.code(), message, outcome }
+        Error { code: status.code(), message, outcome, reason }
     }
+}
 
-    fn outcome_of(code: Code, status: &tonic::Status) -> Outcome {
-        match code {
-            Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::ResourceExhausted
-            | Code::Unimplemented => Outcome::Failed,
-            // A write the node refused before applying it, or a read that found its causal token not yet
-            // replicated: nothing happened.
-            Code::Unavailable
-                if status.message().contains("not applied") || status.message().contains("not yet replicated") =>
-            {
-                Outcome::Failed
-            }
-            _ => Outcome::Unknown,
+impl Error {
+    /// One failed write of a batch: the outcome and reason travel in the result itself.
+    fn from_write_result(result: pb::WriteResult) -> Self {
+        // A server always fills the outcome of a failed result; an older one did not, so it stays unknown.
+        let outcome = Outcome::parse(&result.outcome).unwrap_or(Outcome::Unknown);
+        Error {
+            code: Code::from_i32(result.code),
+            message: result.message,
+            outcome,
+            reason: Reason::parse(&result.reason),
         }
     }
 }
@@ -210,10 +196,12 @@ impl Client {
             let endpoint = endpoint.as_ref();
             let attempt = async {
                 let configured = Endpoint::from_shared(endpoint.to_string())
-                    .map_err(|e| format!("{endpoint}: bad endpoint: {e}"))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true);
-                let channel = options.dialer.connect(configured).await.map_err(|e| format!("{endpoint}: {e}"))?;
+                    .map_err(|e| format!("{endpoint}: bad endpoint: {e}"))?;
+                let channel = options
+                    .dialer
+                    .connect(configured, CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("{endpoint}: {e}"))?;
                 Ok::<_, String>(channel)
             };
             match attempt.await {
@@ -240,7 +228,7 @@ impl Client {
         } else {
             format!("cannot connect to any endpoint: {}", failures.join("; "))
         };
-        Err(Error { code: Code::Unavailable, message, outcome: Outcome::Failed })
+        Err(Error::local(Code::Unavailable, Outcome::Failed, message))
     }
 
     /// The cluster as the node sees it: sites, partitions, replication lag per peer.
@@ -301,11 +289,7 @@ impl Client {
             Some(pb::get_response::Value::Counter(value)) => Value::Counter(value),
             Some(pb::get_response::Value::Set(set)) => Value::Set(set.members.into_iter().collect()),
             None => {
-                return Err(Error {
-                    code: Code::Internal,
-                    message: "the server said found but sent no value".into(),
-                    outcome: Outcome::Failed,
-                });
+                return Err(Error::local(Code::Internal, Outcome::Failed, "the server said found but sent no value"));
             }
         };
         Ok(Some(Found { value, expires_at_unix_ms: reply.expires_at_unix_ms, last_write_hlc: reply.last_write_hlc }))
@@ -380,9 +364,9 @@ impl Client {
         Ok(reply
             .results
             .into_iter()
-            .map(|pb::WriteResult { code, message, response }| match response {
-                Some(response) if code == 0 => Ok(response.into()),
-                _ => Err(Error::from_status(tonic::Status::new(Code::from_i32(code), message))),
+            .map(|result| match result.response {
+                Some(response) if result.code == 0 => Ok(response.into()),
+                _ => Err(Error::from_write_result(result)),
             })
             .collect())
     }

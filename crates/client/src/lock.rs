@@ -32,13 +32,21 @@ const UNKNOWN_RETRIES: usize = 3;
 /// Lock names used by elections: `election/NAME`.
 pub const ELECTION_PREFIX: &str = "election/";
 
+/// The first and the longest pause before retrying a lock call whose outcome was unknown: an election
+/// takes about one election timeout (1.25-2.5 s by default), so the retries spread over a few seconds.
+const UNKNOWN_RETRY_FIRST: Duration = Duration::from_millis(100);
+const UNKNOWN_RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// Makes `call` until it succeeds, fails certainly, or has been unavailable with an unknown outcome
-/// [`UNKNOWN_RETRIES`] more times. The request (and so its id) is the same each time: applied at most once.
+/// [`UNKNOWN_RETRIES`] more times, pausing before each retry (with jitter, so clients that failed
+/// together do not retry together). The request (and so its id) is the same each time: applied at most
+/// once.
 async fn retry_unknown<T, F, Fut>(mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
 {
+    let mut backoff = geostore_runtime::Backoff::new(UNKNOWN_RETRY_FIRST, UNKNOWN_RETRY_MAX);
     let mut attempt = 0;
     loop {
         match call().await {
@@ -49,6 +57,7 @@ where
                 if error.outcome == Outcome::Failed || error.code != Code::Unavailable || attempt > UNKNOWN_RETRIES {
                     return Err(error);
                 }
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -148,11 +157,10 @@ impl Client {
             async move { lock.acquire(request).await }
         })
         .await?;
-        let grant = reply.into_inner().grant.ok_or_else(|| Error {
-            code: Code::Internal,
-            message: "the server sent no grant".into(),
-            outcome: Outcome::Unknown,
-        })?;
+        let grant = reply
+            .into_inner()
+            .grant
+            .ok_or_else(|| Error::local(Code::Internal, Outcome::Unknown, "the server sent no grant"))?;
         Ok(grant.into())
     }
 
@@ -186,23 +194,32 @@ impl Client {
         let mut replies = self.lock.clone().keep_alive(request).await.map_err(Error::from_status)?.into_inner();
         match replies.message().await.map_err(Error::from_status)? {
             Some(reply) => Ok(reply.expires_unix_ms),
-            None => Err(Error {
-                code: Code::Unavailable,
-                message: "keep-alive stream ended".into(),
-                outcome: Outcome::Unknown,
-            }),
+            None => Err(Error::local(Code::Unavailable, Outcome::Unknown, "keep-alive stream ended")),
         }
     }
 
     /// One lock's holder and waiters (as of the node's last applied entry).
     pub async fn describe(&self, name: &str) -> Result<pb::LockState> {
         let request = pb::DescribeRequest { name: name.to_string() };
-        Ok(self.lock.clone().describe(request).await.map_err(Error::from_status)?.into_inner())
+        Ok(self
+            .lock
+            .clone()
+            .describe(with_deadline(request, CALL_GRACE))
+            .await
+            .map_err(Error::from_status)?
+            .into_inner())
     }
 
     /// Every held or awaited lock.
     pub async fn list_locks(&self) -> Result<Vec<pb::LockState>> {
-        Ok(self.lock.clone().list(pb::ListRequest {}).await.map_err(Error::from_status)?.into_inner().locks)
+        Ok(self
+            .lock
+            .clone()
+            .list(with_deadline(pb::ListRequest {}, CALL_GRACE))
+            .await
+            .map_err(Error::from_status)?
+            .into_inner()
+            .locks)
     }
 
     /// One lock's state now, then each change.

@@ -10,6 +10,7 @@ use geostore_model::planted;
 use geostore_proto::net::Dialer;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::raft_client::RaftClient;
+use geostore_runtime::Backoff;
 use geostore_storage::Storage;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
@@ -21,6 +22,10 @@ use crate::metrics::GroupMetrics;
 use crate::network::{Network, lazy_channel};
 use crate::store::{LogStore, Shared, StateMachine};
 use crate::types::{Member, NodeId, Proposal, Raft, Request, Response};
+
+/// The first and the longest pause between attempts to propose while the leader changes.
+const PROPOSE_RETRY_FIRST: Duration = Duration::from_millis(10);
+const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// A member of the group as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +222,7 @@ impl LockGroup {
     pub async fn propose(&self, proposal: Proposal) -> Result<Response, ProposeError> {
         let deadline = tokio::time::Instant::now() + self.leader_wait;
         let mut maybe_applied = false;
-        let mut pause = Duration::from_millis(10);
+        let mut backoff = Backoff::new(PROPOSE_RETRY_FIRST, PROPOSE_RETRY_MAX);
         let last_error = loop {
             let attempt = match self.wait_for_leader().await {
                 None => Err("no leader elected in the lock group".to_string()),
@@ -240,16 +245,17 @@ impl LockGroup {
                     },
                 },
             };
-            match attempt {
+            // The leader changed (or is being elected): try again until the deadline.
+            let message = match attempt {
                 Ok(response) => return Ok(response),
-                // The leader changed (or is being elected): try again until the deadline.
-                Err(message) if tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(message, "proposal not taken; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                Err(message) => break message,
+                Err(message) => message,
+            };
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= deadline {
+                break message;
             }
+            tracing::debug!(message, "proposal not taken; retrying");
+            tokio::time::sleep(delay).await;
         };
         Err(if maybe_applied { ProposeError::Unknown(last_error) } else { ProposeError::Failed(last_error) })
     }
@@ -355,8 +361,9 @@ impl LockGroup {
         let mut request = tonic::Request::new(pb::RaftMessage { payload });
         request.set_timeout(self.leader_wait);
         let reply = RaftClient::new(channel).propose(request).await.map_err(|status| ForwardError {
-            // A refused connection never reached the leader; anything else may have.
-            maybe_sent: !(status.code() == tonic::Code::Unavailable && status.message().contains("connect")),
+            // A connection never opened (or a refusal by the leader's server) did not reach the proposal
+            // queue; anything else may have.
+            maybe_sent: geostore_proto::outcome::outcome_of(&status) == geostore_proto::outcome::Outcome::Unknown,
             message: status.message().to_string(),
         })?;
         crate::codec::decode(&reply.into_inner().payload)

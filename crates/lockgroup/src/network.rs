@@ -22,15 +22,17 @@ use crate::types::{Member, NodeId, TypeConfig};
 
 /// How long to wait for a TCP connection to another member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a member may stay unreachable before this node warns about it. Members that are starting,
+/// restarting or electing are unreachable for a moment; openraft's own per-message warnings about them are
+/// filtered out of a node's default log, and this one warning (and a note when it is back) replaces them.
+const UNREACHABLE_WARN_AFTER: Duration = Duration::from_secs(10);
 
 /// A channel to `endpoint` that connects on first use and reconnects after failures.
 pub fn lazy_channel(dialer: &Dialer, endpoint: &str) -> Result<Channel, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(endpoint.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(dialer.connect_lazy(endpoint))
+    Ok(dialer.connect_lazy(endpoint, CONNECT_TIMEOUT))
 }
 
 /// Makes a [`MemberClient`] per member.
@@ -55,7 +57,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, member: &Member) -> MemberClient {
         let endpoint = self.route(target, member);
         let channel = lazy_channel(&self.dialer, &endpoint).ok();
-        MemberClient { target, member: Member { site: member.site.clone(), endpoint }, channel }
+        MemberClient {
+            target,
+            member: Member { site: member.site.clone(), endpoint },
+            channel,
+            unreachable_since: None,
+            warned: false,
+        }
     }
 }
 
@@ -65,12 +73,46 @@ pub struct MemberClient {
     member: Member,
     /// `None` if the member's endpoint is not a valid URI: every call then fails as unreachable.
     channel: Option<Channel>,
+    /// Since when every call to the member has failed to reach it (tokio's clock: the simulation's).
+    unreachable_since: Option<tokio::time::Instant>,
+    /// Whether this unreachable spell has been warned about.
+    warned: bool,
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
 
 impl MemberClient {
-    async fn call<Req, Resp, E>(&self, method: Method, request: &Req, option: &RPCOption) -> Result<Resp, RpcError<E>>
+    /// Notes whether the last call reached the member, and warns once it has been unreachable for
+    /// [`UNREACHABLE_WARN_AFTER`].
+    fn note_reachable(&mut self, reached: bool, error: impl std::fmt::Display) {
+        if reached {
+            if self.warned {
+                tracing::info!(member = self.target, site = %self.member.site, "lock group member reachable again");
+            }
+            self.unreachable_since = None;
+            self.warned = false;
+            return;
+        }
+        let since = *self.unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+        if !self.warned && since.elapsed() >= UNREACHABLE_WARN_AFTER {
+            self.warned = true;
+            tracing::warn!(
+                member = self.target,
+                site = %self.member.site,
+                endpoint = %self.member.endpoint,
+                %error,
+                "lock group member unreachable for {}s",
+                since.elapsed().as_secs()
+            );
+        }
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -89,6 +131,13 @@ impl MemberClient {
             Method::Vote => client.vote(request).await,
             Method::InstallSnapshot => client.install_snapshot(request).await,
         };
+        // For the warning, a call that timed out did not reach the member either (a partition that
+        // stalls the link rather than closing it).
+        let unreachable = matches!(&reply, Err(status) if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ));
+        self.note_reachable(!unreachable, reply.as_ref().err().map(|status| status.message()).unwrap_or_default());
         let reply = reply.map_err(|status| match status.code() {
             // Not connected, or the member is down: openraft backs off before trying again.
             tonic::Code::Unavailable | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),

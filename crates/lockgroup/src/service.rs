@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geostore_locks::{Event, Grant, Outcome, RequestId};
+use geostore_proto::outcome::{Reason, failed, unknown, with_reason};
 use geostore_proto::v1 as pb;
 use openraft::ServerState;
 use tokio::sync::{broadcast, mpsc};
@@ -15,33 +16,17 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::group::{LockGroup, ProposeError};
 use crate::types::Proposal;
 
-/// The response metadata key saying whether a failed request may have taken effect.
-pub const OUTCOME_METADATA: &str = "geostore-outcome";
-
 pub const NAME_BYTES_MAX: usize = 256;
 pub const LABEL_BYTES_MAX: usize = 1024;
 pub const CLIENT_ID_BYTES_MAX: usize = 128;
 /// Leases shorter than this cannot be kept alive across sites.
-pub const TTL_MS_MIN: u64 = 100;
-pub const TTL_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const LEASE_TTL_MS_MIN: u64 = 100;
+/// The longest lease a lock may be granted (a key's TTL has its own, far longer limit,
+/// `geostore_model::limits::KEY_TTL_MS_MAX`).
+pub const LEASE_TTL_MS_MAX: u64 = 24 * 3600 * 1000;
 pub const WAIT_MS_MAX: u64 = 24 * 3600 * 1000;
 /// How long past its deadline a queued acquire waits for the leader's verdict before answering "unknown".
 const VERDICT_GRACE: Duration = Duration::from_secs(3);
-
-/// A status that certainly changed nothing.
-fn failed(code: Code, message: impl Into<String>) -> Status {
-    with_outcome(Status::new(code, message), "failed")
-}
-
-/// A status after which the request may or may not have been applied.
-fn unknown(code: Code, message: impl Into<String>) -> Status {
-    with_outcome(Status::new(code, message), "unknown")
-}
-
-fn with_outcome(mut status: Status, outcome: &'static str) -> Status {
-    status.metadata_mut().insert(OUTCOME_METADATA, outcome.parse().expect("ASCII metadata"));
-    status
-}
 
 fn propose_status(error: ProposeError) -> Status {
     match error {
@@ -110,10 +95,7 @@ impl LockService {
     fn count(&self, op: &str, result: &Result<impl Sized, Status>) {
         let label = match result {
             Ok(_) => "ok",
-            Err(status) => match status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok()) {
-                Some("failed") => "failed",
-                _ => "unknown",
-            },
+            Err(status) => geostore_proto::outcome::outcome_of(status).as_str(),
         };
         self.group.metrics.requests.with_label_values(&[op, label]).inc();
     }
@@ -121,8 +103,11 @@ impl LockService {
     async fn acquire_inner(&self, request: pb::AcquireRequest) -> Result<pb::AcquireResponse, Status> {
         check_name(&request.name)?;
         let id = request_id(request.id)?;
-        if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&request.ttl_ms) {
-            return Err(failed(Code::InvalidArgument, format!("ttl must be {TTL_MS_MIN} ms to {TTL_MS_MAX} ms")));
+        if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(&request.ttl_ms) {
+            return Err(failed(
+                Code::InvalidArgument,
+                format!("ttl must be {LEASE_TTL_MS_MIN} ms to {LEASE_TTL_MS_MAX} ms"),
+            ));
         }
         if request.wait_ms > WAIT_MS_MAX {
             return Err(failed(Code::InvalidArgument, format!("wait must be at most {WAIT_MS_MAX} ms")));
@@ -160,12 +145,15 @@ impl LockService {
         };
         match outcome {
             Outcome::Granted(grant) => Ok(pb::AcquireResponse { grant: Some(grant_to_pb(&grant)) }),
-            Outcome::Busy { holder_token } => Err(failed(
-                Code::FailedPrecondition,
-                match holder_token {
-                    Some(token) => format!("lock {name:?} is held (token {token})"),
-                    None => format!("lock {name:?} is in its lock-delay after an expired lease"),
-                },
+            Outcome::Busy { holder_token } => Err(with_reason(
+                failed(
+                    Code::FailedPrecondition,
+                    match holder_token {
+                        Some(token) => format!("lock {name:?} is held (token {token})"),
+                        None => format!("lock {name:?} is in its lock-delay after an expired lease"),
+                    },
+                ),
+                Reason::LockBusy,
             )),
             Outcome::TimedOut => {
                 Err(failed(Code::DeadlineExceeded, format!("lock {name:?} was not granted within the wait")))
@@ -190,13 +178,16 @@ impl LockService {
         let response = self.group.propose(proposal).await.map_err(propose_status)?;
         match decided(&response.events, &id) {
             Some(Outcome::Released) => Ok(pb::ReleaseResponse {}),
-            Some(Outcome::NotHolder { current_token }) => Err(failed(
-                Code::FailedPrecondition,
-                format!(
-                    "token {} does not hold lock {name:?} (current token: {})",
-                    request.token,
-                    current_token.map_or("none".to_string(), |t| t.to_string())
+            Some(Outcome::NotHolder { current_token }) => Err(with_reason(
+                failed(
+                    Code::FailedPrecondition,
+                    format!(
+                        "token {} does not hold lock {name:?} (current token: {})",
+                        request.token,
+                        current_token.map_or("none".to_string(), |t| t.to_string())
+                    ),
                 ),
+                Reason::NotHolder,
             )),
             Some(_) => Err(failed(
                 Code::InvalidArgument,
@@ -264,12 +255,15 @@ impl pb::lock_server::Lock for LockService {
                     Ok(Some(expires_unix_ms)) => {
                         Ok(pb::KeepAliveResponse { name: request.name, token: request.token, expires_unix_ms })
                     }
-                    Ok(None) => Err(failed(
-                        Code::NotFound,
-                        format!(
-                            "lease {} no longer holds lock {:?}: it expired or was released",
-                            request.token, request.name
+                    Ok(None) => Err(with_reason(
+                        failed(
+                            Code::NotFound,
+                            format!(
+                                "lease {} no longer holds lock {:?}: it expired or was released",
+                                request.token, request.name
+                            ),
                         ),
+                        Reason::NotHolder,
                     )),
                     Err(status) => Err(status),
                 };
@@ -349,7 +343,7 @@ impl RaftService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(message: pb::RaftMessage) -> Result<T, Status> {
-    crate::codec::decode(&message.payload).map_err(|e| Status::invalid_argument(format!("bad Raft message: {e}")))
+    crate::codec::decode(&message.payload).map_err(|e| failed(Code::InvalidArgument, format!("bad Raft message: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Response<pb::RaftMessage> {

@@ -8,7 +8,7 @@ pub const KEY_BYTES_MAX: usize = 1024;
 /// The default limit on a value (a register's bytes, or one set member).
 pub const DEFAULT_VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// TTLs longer than ten years are certainly a unit mistake.
-pub const TTL_MS_MAX: u64 = 10 * 366 * 24 * 3600 * 1000;
+pub const KEY_TTL_MS_MAX: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// Members in one SetAdd or SetRemove.
 pub const SET_MEMBERS_PER_OP_MAX: usize = 10_000;
 
@@ -34,7 +34,7 @@ pub enum InvalidRequest {
     ValueTooLarge { len: usize, max: usize },
     #[error("a TTL must be positive; got {ttl_ms} ms")]
     TtlNotPositive { ttl_ms: i64 },
-    #[error("a TTL of {ttl_ms} ms is over the limit of {TTL_MS_MAX} ms (10 years)")]
+    #[error("a TTL of {ttl_ms} ms is over the limit of {KEY_TTL_MS_MAX} ms (10 years)")]
     TtlTooLong { ttl_ms: i64 },
     #[error("{op} needs at least one member")]
     NoMembers { op: &'static str },
@@ -64,7 +64,7 @@ pub fn validate_ttl_ms(ttl_ms: i64) -> Result<u64, InvalidRequest> {
     if ttl_ms <= 0 {
         return Err(InvalidRequest::TtlNotPositive { ttl_ms });
     }
-    if ttl_ms as u64 > TTL_MS_MAX {
+    if ttl_ms as u64 > KEY_TTL_MS_MAX {
         return Err(InvalidRequest::TtlTooLong { ttl_ms });
     }
     Ok(ttl_ms as u64)

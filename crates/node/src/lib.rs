@@ -248,7 +248,7 @@ pub async fn run_with(
     for task in background {
         let _ = task.await;
     }
-    store.blocking(|store| store.close()).await.map_err(anyhow::Error::msg)?.map_err(anyhow::Error::msg)?;
+    store.blocking(|store| store.close()).await.and_then(|closed| closed)?;
     tracing::info!("node stopped");
     Ok(())
 }

@@ -23,17 +23,19 @@ use std::time::Duration;
 use geostore_model::planted;
 use geostore_model::{ClockError, decode_entry, encode_entry};
 use geostore_proto::net::Dialer;
+use geostore_proto::outcome::failed;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::replication_client::ReplicationClient;
 use geostore_proto::v1::replication_server::Replication;
+use geostore_runtime::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::config::PeerConfig;
 use crate::log::LogRecord;
-use crate::store::{DIGEST_BUCKETS, PeerRecords, Store};
+use crate::store::{ChangeError, DIGEST_BUCKETS, PeerRecords, Store};
 
 /// Batches queued for one pull stream before the sender waits for the receiver.
 const PULL_QUEUE_BATCHES_MAX: usize = 8;
@@ -47,7 +49,8 @@ const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Merges a puller queues before waiting for the oldest to be durable.
 const MERGES_IN_FLIGHT_MAX: usize = 32;
-/// Pause before reconnecting, doubling from the first to the last after repeated failures.
+/// Pause before reconnecting, doubling from the first to the last after repeated failures (each with
+/// jitter: `geostore_runtime::Backoff`).
 const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// HTTP/2 flow-control windows. The default 64 KiB would cap a stream at 64 KiB per round trip (800 KB/s
@@ -84,12 +87,18 @@ impl ReplicationService {
 
     fn partition(&self, partition: u32) -> Result<u16, Status> {
         u16::try_from(partition).ok().filter(|p| *p < self.store.identity().partitions).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "partition {partition} does not exist (there are {})",
-                self.store.identity().partitions
-            ))
+            failed(
+                Code::InvalidArgument,
+                format!("partition {partition} does not exist (there are {})", self.store.identity().partitions),
+            )
         })
     }
+}
+
+/// A storage failure while serving a peer. Every replication call only reads (or, for Acknowledge,
+/// records a peer's progress in memory), so nothing was changed: the outcome is `failed`.
+fn internal(error: impl std::fmt::Display) -> Status {
+    failed(Code::Internal, error.to_string())
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullMessage, Status>> + Send>>;
@@ -102,13 +111,13 @@ impl Replication for ReplicationService {
         let request = request.into_inner();
         let partitions = usize::from(self.store.identity().partitions);
         if request.cursors.len() != partitions {
-            return Err(Status::invalid_argument(format!(
-                "Pull: {} cursors, but this cluster has {partitions} partitions",
-                request.cursors.len()
-            )));
+            return Err(failed(
+                Code::InvalidArgument,
+                format!("Pull: {} cursors, but this cluster has {partitions} partitions", request.cursors.len()),
+            ));
         }
         if request.site == self.store.identity().site {
-            return Err(Status::invalid_argument("Pull: a node does not pull from its own site"));
+            return Err(failed(Code::InvalidArgument, "Pull: a node does not pull from its own site"));
         }
         let (sender, receiver) = mpsc::channel(PULL_QUEUE_BATCHES_MAX);
         let mut stopped = self.stopped.clone();
@@ -129,7 +138,7 @@ impl Replication for ReplicationService {
         let request = request.into_inner();
         let partitions = usize::from(self.store.identity().partitions);
         if request.cursors.len() != partitions || request.heads.len() != partitions {
-            return Err(Status::invalid_argument(format!("Acknowledge: expected {partitions} cursors and heads")));
+            return Err(failed(Code::InvalidArgument, format!("Acknowledge: expected {partitions} cursors and heads")));
         }
         self.acks.lock().expect("acks lock poisoned").insert(request.site, (request.cursors, request.heads));
         Ok(Response::new(pb::AcknowledgeResponse {}))
@@ -143,8 +152,8 @@ impl Replication for ReplicationService {
             .store
             .blocking(move |store| store.partition_digest(partition))
             .await
-            .map_err(Status::internal)?
-            .map_err(Status::internal)?;
+            .and_then(|digest| digest)
+            .map_err(internal)?;
         Ok(Response::new(pb::DigestResponse { head, buckets }))
     }
 
@@ -159,8 +168,8 @@ impl Replication for ReplicationService {
             .store
             .blocking(move |store| store.bucket_digests(partition, &buckets))
             .await
-            .map_err(Status::internal)?
-            .map_err(Status::internal)?;
+            .and_then(|keys| keys)
+            .map_err(internal)?;
         Ok(Response::new(pb::BucketKeysResponse {
             keys: keys.into_iter().map(|(key, digest)| pb::KeyDigest { key, digest }).collect(),
         }))
@@ -174,7 +183,7 @@ impl Replication for ReplicationService {
         self.partition(request.partition)?;
         let mut entries = Vec::with_capacity(request.keys.len());
         for key in request.keys {
-            if let Some(entry) = self.store.entry(&key).map_err(|e| Status::internal(e.to_string()))? {
+            if let Some(entry) = self.store.entry(&key).map_err(internal)? {
                 entries.push(pb::StoredEntry { key, entry: encode_entry(&entry) });
             }
         }
@@ -220,7 +229,7 @@ async fn serve_pull(
             ) {
                 Ok(records) => records,
                 Err(error) => {
-                    let _ = sender.send(Err(Status::internal(error))).await;
+                    let _ = sender.send(Err(internal(error))).await;
                     return;
                 }
             };
@@ -338,13 +347,11 @@ impl Peer {
         let endpoint = &self.config.endpoint;
         let endpoint = Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
         let channel = self
             .dialer
-            .connect(endpoint)
+            .connect(endpoint, CONNECT_TIMEOUT)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.config.endpoint))?;
         Ok(ReplicationClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
@@ -361,7 +368,7 @@ async fn pause(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool
 }
 
 async fn run_puller(store: Arc<Store>, peer: Peer, states: PeerStates, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = RECONNECT_BACKOFF_FIRST;
+    let mut backoff = Backoff::new(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX);
     loop {
         if *shutdown.borrow() {
             return;
@@ -375,7 +382,7 @@ async fn run_puller(store: Arc<Store>, peer: Peer, states: PeerStates, mut shutd
             let state = states.get_mut(&peer.config.site).expect("every peer has a state");
             state.connected = false;
             match &result {
-                Ok(()) => backoff = RECONNECT_BACKOFF_FIRST,
+                Ok(()) => backoff.reset(),
                 Err(error) => {
                     tracing::debug!(peer = %peer.config.site, %error, "pull stream ended");
                     state.last_error = error.clone();
@@ -385,10 +392,9 @@ async fn run_puller(store: Arc<Store>, peer: Peer, states: PeerStates, mut shutd
         if result.is_ok() {
             continue;
         }
-        if !pause(backoff, &mut shutdown).await {
+        if !pause(backoff.next_delay(), &mut shutdown).await {
             return;
         }
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
     }
 }
 
@@ -451,7 +457,7 @@ fn set_state(states: &PeerStates, site: &str, change: impl FnOnce(&mut PeerState
 
 /// A batch queued for merging, and what to record about the peer once it is durable.
 struct PendingMerge {
-    outcome: tokio::task::JoinHandle<Result<usize, String>>,
+    outcome: tokio::task::JoinHandle<Result<usize, ChangeError>>,
     partition: u16,
     head: u64,
     last_applied_unix_ms: Option<i64>,
@@ -463,7 +469,7 @@ impl PendingMerge {
     }
 
     async fn finish(self, states: &PeerStates, site: &str) -> Result<(), String> {
-        self.outcome.await.map_err(|e| format!("merge task failed: {e}"))??;
+        self.outcome.await.map_err(|e| format!("merge task failed: {e}"))?.map_err(|e| e.to_string())?;
         set_state(states, site, |state| {
             let index = usize::from(self.partition);
             if let Some(head) = state.heads.get_mut(index) {
@@ -503,7 +509,8 @@ async fn queue_batch(store: &Arc<Store>, peer: &PeerConfig, batch: pb::PullBatch
             after: batch.after,
             through: batch.through,
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(PendingMerge { outcome: tokio::spawn(outcome), partition, head: batch.head, last_applied_unix_ms })
 }
 
@@ -520,7 +527,8 @@ pub async fn anti_entropy(
     let mut request = Request::new(pb::DigestRequest { partition: u32::from(partition) });
     request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
     let remote = client.digest(request).await.map_err(|s| call("digest", s))?.into_inner();
-    let local = store.blocking(move |store| store.partition_digest(partition)).await??;
+    let local = store.blocking(move |store| store.partition_digest(partition)).await.and_then(|digest| digest);
+    let local = local.map_err(|e| format!("anti-entropy digest of partition {partition}: {e}"))?;
     if remote.buckets.len() != DIGEST_BUCKETS {
         return Err(format!("{peer} sent {} digest buckets, expected {DIGEST_BUCKETS}", remote.buckets.len()));
     }
@@ -533,8 +541,12 @@ pub async fn anti_entropy(
         request.set_timeout(ANTI_ENTROPY_CALL_TIMEOUT);
         let remote_keys = client.bucket_keys(request).await.map_err(|s| call("bucket keys", s))?.into_inner().keys;
         let bucket_list: Vec<usize> = buckets.iter().map(|b| *b as usize).collect();
-        let local_keys: HashMap<Vec<u8>, u64> =
-            store.blocking(move |store| store.bucket_digests(partition, &bucket_list)).await??.into_iter().collect();
+        let local_keys =
+            store.blocking(move |store| store.bucket_digests(partition, &bucket_list)).await.and_then(|keys| keys);
+        let local_keys: HashMap<Vec<u8>, u64> = local_keys
+            .map_err(|e| format!("anti-entropy bucket keys of partition {partition}: {e}"))?
+            .into_iter()
+            .collect();
         let wanted: Vec<Vec<u8>> = remote_keys
             .into_iter()
             .filter(|remote| local_keys.get(&remote.key) != Some(&remote.digest))
@@ -555,11 +567,11 @@ pub async fn anti_entropy(
                 let entry = decode_entry(&stored.entry).map_err(|e| format!("unreadable entry from {peer}: {e}"))?;
                 entries.push((stored.key, entry));
             }
-            repaired += store.repair(peer, partition, entries, None).await?;
+            repaired += store.repair(peer, partition, entries, None).await.map_err(|e| e.to_string())?;
         }
     }
     if move_cursor {
-        store.repair(peer, partition, Vec::new(), Some(remote.head)).await?;
+        store.repair(peer, partition, Vec::new(), Some(remote.head)).await.map_err(|e| e.to_string())?;
     }
     Ok(repaired)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use geostore_model::{Kind, Op, OpError, Value};
+use geostore_proto::outcome::{Reason, failed, unknown, with_reason};
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::kv_server::Kv;
 use tonic::{Code, Request, Response, Status};
@@ -54,22 +55,28 @@ impl KvService {
         after: Option<pb::CausalToken>,
         wait_ms: Option<i64>,
     ) -> Result<Option<geostore_model::Read>, Status> {
-        let status = |error: ReadError| match error {
-            ReadError::Invalid(_) | ReadError::BadToken(_) => {
-                Status::invalid_argument(format!("{method} {}: {error}", show_key(key)))
+        // A read changes nothing, whatever happens: every error is `failed`.
+        let status = |error: ReadError| {
+            let message = format!("{method} {}: {error}", show_key(key));
+            match error {
+                ReadError::Invalid(_) | ReadError::NoSuchPartition { .. } | ReadError::NegativeWait { .. } => {
+                    failed(Code::InvalidArgument, message)
+                }
+                ReadError::NotYetReplicated { .. } => {
+                    with_reason(failed(Code::Unavailable, message), Reason::NotYetReplicated)
+                }
+                ReadError::Store(_) => failed(Code::Internal, message),
             }
-            ReadError::NotYetReplicated { .. } => Status::unavailable(format!("{method} {}: {error}", show_key(key))),
-            ReadError::Storage(_) => Status::internal(format!("{method} {}: {error}", show_key(key))),
         };
         geostore_model::limits::validate_key(key).map_err(|invalid| status(ReadError::Invalid(invalid)))?;
         if let Some(token) = after {
-            let partition = u16::try_from(token.partition)
-                .map_err(|_| status(ReadError::BadToken(format!("partition {} is out of range", token.partition))))?;
+            let partition = u16::try_from(token.partition).map_err(|_| {
+                let partitions = self.store.identity().partitions;
+                status(ReadError::NoSuchPartition { partition: u64::from(token.partition), partitions })
+            })?;
             let wait = match wait_ms {
                 None => self.causal_wait_max,
-                Some(ms) if ms < 0 => {
-                    return Err(status(ReadError::BadToken(format!("wait_ms must not be negative; got {ms}"))));
-                }
+                Some(wait_ms) if wait_ms < 0 => return Err(status(ReadError::NegativeWait { wait_ms })),
                 Some(ms) => Duration::from_millis(ms as u64).min(self.causal_wait_max),
             };
             let token = CausalToken { site: token.site, partition, sequence: token.sequence };
@@ -101,12 +108,18 @@ fn show_key(key: &[u8]) -> String {
 fn write_status(method: &str, key: &[u8], error: &WriteError) -> Status {
     let message = format!("{method} {}: {error}", show_key(key));
     match error {
-        WriteError::Invalid(_) => Status::invalid_argument(message),
-        WriteError::Rejected(OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound) => {
-            Status::failed_precondition(message)
+        WriteError::Invalid(_) => failed(Code::InvalidArgument, message),
+        WriteError::Rejected(rejected) => {
+            let reason = match rejected {
+                OpError::TypeMismatch { .. } => Reason::TypeMismatch,
+                OpError::CounterOverflow { .. } => Reason::CounterOverflow,
+                OpError::NotFound => Reason::KeyNotFound,
+            };
+            with_reason(failed(Code::FailedPrecondition, message), reason)
         }
-        WriteError::Unavailable(_) | WriteError::Unknown(_) => Status::unavailable(message),
-        WriteError::Fenced { .. } => Status::failed_precondition(message),
+        WriteError::Unavailable(_) => with_reason(failed(Code::Unavailable, message), Reason::NotApplied),
+        WriteError::Unknown(_) => unknown(Code::Unavailable, message),
+        WriteError::Fenced { .. } => with_reason(failed(Code::FailedPrecondition, message), Reason::StaleFence),
     }
 }
 
@@ -133,7 +146,7 @@ fn value_type(kind: Kind) -> pb::ValueType {
 
 fn check_ttl(method: &str, key: &[u8], ttl_ms: i64) -> Result<u64, Status> {
     geostore_model::limits::validate_ttl_ms(ttl_ms)
-        .map_err(|invalid| Status::invalid_argument(format!("{method} {}: {invalid}", show_key(key))))
+        .map_err(|invalid| failed(Code::InvalidArgument, format!("{method} {}: {invalid}", show_key(key))))
 }
 
 fn fence_of(fence: pb::Fence) -> geostore_model::Fence {
@@ -144,7 +157,7 @@ fn fence_of(fence: pb::Fence) -> geostore_model::Fence {
 fn batch_op(op: pb::WriteOp) -> Result<FencedOp, Status> {
     use pb::write_op::Op as W;
     let (key, op, fence) = match op.op {
-        None => return Err(Status::invalid_argument("Batch: an operation is empty")),
+        None => return Err(failed(Code::InvalidArgument, "Batch: an operation is empty")),
         Some(W::Put(put)) => {
             let ttl_ms = put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose()?;
             (put.key, Op::Put { value: put.value, ttl_ms }, put.fence)
@@ -227,11 +240,17 @@ impl Kv for KvService {
                 Some(Value::Set(members)) => {
                     Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
                 }
-                Some(other) => Err(Status::failed_precondition(format!(
-                    "SetMembers {}: the key holds a {}; SetMembers needs a set",
-                    show_key(&key),
-                    other.kind()
-                ))),
+                Some(other) => Err(with_reason(
+                    failed(
+                        Code::FailedPrecondition,
+                        format!(
+                            "SetMembers {}: the key holds a {}; SetMembers needs a set",
+                            show_key(&key),
+                            other.kind()
+                        ),
+                    ),
+                    Reason::TypeMismatch,
+                )),
             }
         });
         self.count("SetMembers", reply).map(Response::new)
@@ -251,7 +270,7 @@ impl Kv for KvService {
         let ops = request.into_inner().ops;
         if ops.len() > BATCH_OPS_MAX {
             let status =
-                Status::invalid_argument(format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len()));
+                failed(Code::InvalidArgument, format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len()));
             return self.count("Batch", Err(status));
         }
         // Operations that cannot even be converted fail alone; the rest go to the store together.
@@ -274,8 +293,8 @@ impl Kv for KvService {
             *slot = Some(match outcome {
                 Ok(outcome) => pb::WriteResult {
                     code: Code::Ok as i32,
-                    message: String::new(),
                     response: Some(write_response(outcome)),
+                    ..Default::default()
                 },
                 Err(error) => status_result(&write_status(method, key, &error)),
             });
@@ -287,8 +306,17 @@ impl Kv for KvService {
     }
 }
 
+/// A failed write of a batch, with the outcome and reason its status carries.
 fn status_result(status: &Status) -> pb::WriteResult {
-    pb::WriteResult { code: status.code() as i32, message: status.message().to_string(), response: None }
+    pb::WriteResult {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        response: None,
+        outcome: geostore_proto::outcome::outcome_of(status).as_str().to_string(),
+        reason: geostore_proto::outcome::reason_of(status)
+            .map(|reason| reason.as_str().to_string())
+            .unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

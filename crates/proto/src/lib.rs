@@ -2,6 +2,7 @@
 //! are the source of truth.
 
 pub mod net;
+pub mod outcome;
 
 pub mod v1 {
     #![allow(clippy::all)]

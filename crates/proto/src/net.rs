@@ -7,11 +7,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::outcome::NotConnected;
 
 /// A connected byte stream.
 pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -47,37 +50,66 @@ impl Dialer {
         Dialer::Custom(Arc::new(dial))
     }
 
-    /// A channel connected now (the endpoint's connect timeout applies).
-    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-        match self {
-            Dialer::Tcp => endpoint.connect().await,
-            Dialer::Custom(dial) => endpoint.connect_with_connector(connector(dial.clone())).await,
-        }
+    /// A channel connected now, giving up after `connect_timeout`.
+    ///
+    /// A failure to connect, here or when a channel reconnects, is reported as
+    /// [`NotConnected`](crate::outcome::NotConnected), which is how a caller knows from data that a call
+    /// failing with it was never sent. Set no connect timeout on `endpoint` itself: tonic's would report a
+    /// timeout as a plain error.
+    pub async fn connect(
+        &self,
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+    ) -> Result<Channel, tonic::transport::Error> {
+        endpoint.connect_with_connector(self.connector(connect_timeout)).await
     }
 
-    /// A channel that connects on first use and again after failures.
-    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+    /// A channel that connects on first use and again after failures (see [`Dialer::connect`]).
+    pub fn connect_lazy(&self, endpoint: Endpoint, connect_timeout: Duration) -> Channel {
+        endpoint.connect_with_connector_lazy(self.connector(connect_timeout))
+    }
+
+    fn connector(
+        &self,
+        connect_timeout: Duration,
+    ) -> impl tower::Service<
+        Uri,
+        Response = TokioIo<BoxConn>,
+        Error = NotConnected,
+        Future = impl Future<Output = Result<TokioIo<BoxConn>, NotConnected>> + Send,
+    > + Send
+    + Clone
+    + 'static {
+        let dialer = self.clone();
+        tower::service_fn(move |uri: Uri| {
+            let connecting = dialer.dial(uri);
+            async move {
+                match tokio::time::timeout(connect_timeout, connecting).await {
+                    Ok(Ok(conn)) => Ok(TokioIo::new(conn)),
+                    Ok(Err(error)) => Err(NotConnected(error)),
+                    Err(_) => Err(NotConnected(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no connection within {connect_timeout:?}"),
+                    ))),
+                }
+            }
+        })
+    }
+
+    fn dial(&self, uri: Uri) -> DialFuture {
         match self {
-            Dialer::Tcp => endpoint.connect_lazy(),
-            Dialer::Custom(dial) => endpoint.connect_with_connector_lazy(connector(dial.clone())),
+            Dialer::Tcp => Box::pin(async move {
+                let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = uri.port_u16().unwrap_or(80);
+                let stream = tokio::net::TcpStream::connect((host, port)).await?;
+                // Requests are small and latency matters more than packet count.
+                stream.set_nodelay(true)?;
+                Ok(Box::new(stream) as BoxConn)
+            }),
+            Dialer::Custom(dial) => dial(uri),
         }
     }
-}
-
-fn connector(
-    dial: Arc<dyn Fn(Uri) -> DialFuture + Send + Sync>,
-) -> impl tower::Service<
-    Uri,
-    Response = TokioIo<BoxConn>,
-    Error = io::Error,
-    Future = impl Future<Output = io::Result<TokioIo<BoxConn>>> + Send,
-> + Send
-+ Clone
-+ 'static {
-    tower::service_fn(move |uri: Uri| {
-        let connecting = dial(uri);
-        async move { connecting.await.map(TokioIo::new) }
-    })
 }
 
 /// A connection a [`Listener::Stream`] accepted.

@@ -1,11 +1,10 @@
 //! Storage for geostore: a small ordered key-value trait with atomic batches, implemented on RocksDB for
 //! production and in memory for tests and the simulation.
 //!
-//! The trait knows nothing of CRDTs, partitions or replication; [`layout`] says how the store engine lays
-//! its keys out. Group commit lives above this trait (in the node's write path), so both implementations
-//! get it.
+//! The trait stores bytes: it knows nothing of CRDTs, partitions, replication or what its keys mean (the
+//! node's store keeps its key schema in `geostore_node::store::keys`). Group commit lives above this trait
+//! (in the node's write path), so both implementations get it.
 
-pub mod layout;
 mod lossy;
 mod memory;
 mod rocks;
@@ -94,7 +93,7 @@ impl Batch {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("RocksDB: {0}")]
     Rocks(#[from] rocksdb::Error),

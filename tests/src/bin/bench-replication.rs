@@ -128,7 +128,7 @@ async fn wait_for_tokens(client: &Client, tokens: &BTreeMap<u32, pb::CausalToken
         loop {
             match client.get_after("probe", token.clone(), Some(Duration::from_secs(5))).await {
                 Ok(_) => break,
-                Err(error) if error.message.contains("not yet replicated") => continue,
+                Err(error) if error.reason == Some(geostore_client::Reason::NotYetReplicated) => continue,
                 Err(error) => panic!("{}", error.message),
             }
         }

@@ -80,7 +80,7 @@ async fn main() {
                 ("written", token.site.clone(), token.sequence, false)
             }
             Err(error) if error.outcome == Outcome::Failed => {
-                ("failed", String::new(), 0, error.message.contains("stale fence"))
+                ("failed", String::new(), 0, error.reason == Some(geostore_client::Reason::StaleFence))
             }
             Err(_) => ("unknown", String::new(), 0, false),
         };

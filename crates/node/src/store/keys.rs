@@ -1,11 +1,13 @@
-//! How the store engine lays keys out in the storage [`Space`](crate::Space)s.
+//! The store's key schema: how it lays its keys out in the storage [`Space`](geostore_storage::Space)s. The storage crate stores
+//! bytes and knows none of this.
 //!
 //! - `Data`: `partition (u16, big-endian) ++ user key` -> encoded entry. Keys of one partition are
 //!   contiguous, so a partition can be scanned, digested or moved on its own.
 //! - `Log`: `partition (u16 BE) ++ sequence (u64 BE)` -> change record. Big-endian numbers sort in
 //!   numeric order, so a partition's log reads in sequence order.
 //! - `Meta`: short ASCII names (below), plus per partition `seq/ ++ partition (u16 BE)` -> the last
-//!   sequence, `logstart/ ++ partition` -> the first sequence still in the log, and per peer site and
+//!   sequence, `logstart/ ++ partition` -> the first sequence still in the log, `logbytes/ ++ partition` ->
+//!   the encoded bytes of the records still in the log, and per peer site and
 //!   partition `cursor/ ++ site ++ / ++ partition` -> the last sequence of that peer's log merged here, and
 //!   per origin site and partition `seen/ ++ site ++ / ++ partition` -> the highest origin sequence whose
 //!   change is reflected here.
@@ -48,6 +50,13 @@ pub fn log_key(partition: u16, sequence: u64) -> Vec<u8> {
     bytes.extend_from_slice(&partition.to_be_bytes());
     bytes.extend_from_slice(&sequence.to_be_bytes());
     bytes
+}
+
+/// Splits a log key back into partition and sequence; `None` if it is not 10 bytes.
+pub fn split_log_key(bytes: &[u8]) -> Option<(u16, u64)> {
+    let bytes: &[u8; 10] = bytes.try_into().ok()?;
+    let (partition, sequence) = bytes.split_at(2);
+    Some((u16::from_be_bytes(partition.try_into().ok()?), u64::from_be_bytes(sequence.try_into().ok()?)))
 }
 
 pub fn meta_sequence_key(partition: u16) -> Vec<u8> {
@@ -116,6 +125,13 @@ mod tests {
         assert_eq!(split_meta_site_partition_key(META_CURSOR_PREFIX, &key), Some(("us-east", 300)));
         assert!(key.as_slice() < prefix_end(META_CURSOR_PREFIX).as_slice());
         assert_eq!(prefix_end(b"ab"), b"ac");
+    }
+
+    #[test]
+    fn log_keys_round_trip_and_a_short_one_is_refused() {
+        assert_eq!(split_log_key(&log_key(3, 1 << 40)), Some((3, 1 << 40)));
+        assert_eq!(split_log_key(&log_key(3, 7)[..9]), None);
+        assert_eq!(split_log_key(b""), None);
     }
 
     #[test]
