@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use geostore_client::{Client, ConnectOptions};
-use geostore_node::config::{LockMemberConfig, PeerConfig};
+use geostore_node::topology::{Topology, direct};
 use geostore_node::{Environment, Metrics, NodeSettings, SyncPolicy};
 use geostore_storage::LossyMemoryStorage;
 
@@ -50,24 +50,12 @@ const EPOCH_SECS: u64 = 1_790_000_000;
 const DRAIN: Duration = Duration::from_secs(45);
 
 fn node_settings(site: usize, plan: &Plan) -> NodeSettings {
-    let endpoint = |site: usize| format!("http://{}:{NODE_PORT}", node_host(site));
+    let sites: Vec<String> = (0..SITES).map(site_name).collect();
+    let topology = Topology::one_node_per_site(&sites, |site| format!("http://{}:{NODE_PORT}", node_host(site)));
     NodeSettings {
         data_dir: Some("/simulated".into()),
         listen: Some(format!("0.0.0.0:{NODE_PORT}")),
-        site: Some(site_name(site)),
         sync: Some(if plan.sync_always[site] { SyncPolicy::Always } else { SyncPolicy::None }),
-        peers: Some(
-            (0..SITES)
-                .filter(|&o| o != site)
-                .map(|o| PeerConfig { site: site_name(o), endpoint: endpoint(o) })
-                .collect(),
-        ),
-        node_id: Some(site as u64 + 1),
-        lock_members: Some(
-            (0..SITES)
-                .map(|o| LockMemberConfig { id: o as u64 + 1, site: site_name(o), endpoint: endpoint(o), voter: true })
-                .collect(),
-        ),
         anti_entropy_interval_ms: Some(5_000),
         // Short change logs, so that a site cut off for a few seconds falls behind the log's start and
         // must catch up by anti-entropy (a path the default retention of a million records never takes
@@ -75,7 +63,7 @@ fn node_settings(site: usize, plan: &Plan) -> NodeSettings {
         partitions: Some(4),
         log_retention_ops: Some(32),
         log_trim_interval_ms: Some(1_000),
-        ..NodeSettings::default()
+        ..topology.settings(site, &direct(&topology))
     }
 }
 

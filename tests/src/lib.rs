@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use geostore_node::topology::{Topology, direct};
+
 /// How long a node may take to open its store and start listening.
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -211,28 +213,18 @@ impl SiteMesh {
             }
             links.push(row);
         }
+        let topology = Topology::one_node_per_site(sites, |i| format!("http://127.0.0.1:{}", ports[i]));
+        let through_proxy = |from: usize, to: usize| {
+            format!("http://{}", links[from][to].as_ref().expect("a link between two sites").local_addr())
+        };
         let mut nodes = Vec::new();
         for (i, site) in sites.iter().enumerate() {
-            let mut args = vec!["--site".to_string(), site.to_string()];
+            let mut args = topology.replication_flags(i, &through_proxy);
+            if lock_group {
+                args.extend(topology.lock_group_flags(i, &through_proxy));
+            }
             args.extend(extra_args.iter().map(|a| a.to_string()));
             args.extend(site_args.get(i).into_iter().flat_map(|more| more.iter().map(|a| a.to_string())));
-            for (j, peer) in sites.iter().enumerate().filter(|(j, _)| *j != i) {
-                let proxy = links[i][j].as_ref().expect("a link between two sites").local_addr();
-                args.push("--peer".into());
-                args.push(format!("{peer}=http://{proxy}"));
-            }
-            if lock_group {
-                args.push("--node-id".into());
-                args.push((i + 1).to_string());
-                for (j, member_site) in sites.iter().enumerate() {
-                    let endpoint = match &links[i][j] {
-                        Some(proxy) => format!("http://{}", proxy.local_addr()),
-                        None => format!("http://127.0.0.1:{}", ports[i]),
-                    };
-                    args.push("--lock-member".into());
-                    args.push(format!("{}={member_site}={endpoint}", j + 1));
-                }
-            }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(NodeProcess::start_at(&dir.join(site), &format!("127.0.0.1:{}", ports[i]), &args));
         }
@@ -274,17 +266,10 @@ pub const FAST_RAFT: [&str; 6] =
 pub fn lock_cluster(dir: &Path, extra_args: &[&str]) -> Vec<NodeProcess> {
     let sites = ["a", "b", "c"];
     let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
+    let topology = Topology::one_node_per_site(&sites, |i| format!("http://127.0.0.1:{}", ports[i]));
     let mut nodes = Vec::new();
     for (i, site) in sites.iter().enumerate() {
-        let mut args: Vec<String> = vec!["--site".into(), site.to_string(), "--node-id".into(), (i + 1).to_string()];
-        for (j, other) in sites.iter().enumerate() {
-            args.push("--lock-member".into());
-            args.push(format!("{}={other}=http://127.0.0.1:{}", j + 1, ports[j]));
-            if j != i {
-                args.push("--peer".into());
-                args.push(format!("{other}=http://127.0.0.1:{}", ports[j]));
-            }
-        }
+        let mut args = topology.flags(i, &direct(&topology));
         args.extend(FAST_RAFT.iter().map(|a| a.to_string()));
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use geostore_client::{Client, Value, pb};
+use geostore_node::topology::{Topology, direct};
 use geostore_tests::{NodeProcess, free_port};
 
 /// Waits until `check` passes, up to `limit`; panics with `what` otherwise.
@@ -21,16 +22,16 @@ where
 
 /// Two sites `a` and `b` on fixed ports, peered with each other, plus `extra` flags for each.
 fn two_sites(dir: &std::path::Path, extra_a: &[&str], extra_b: &[&str]) -> (NodeProcess, NodeProcess) {
-    let (port_a, port_b) = (free_port(), free_port());
-    let peer_b = format!("b=http://127.0.0.1:{port_b}");
-    let peer_a = format!("a=http://127.0.0.1:{port_a}");
-    let mut args_a = vec!["--site", "a", "--peer", &peer_b];
-    args_a.extend_from_slice(extra_a);
-    let mut args_b = vec!["--site", "b", "--peer", &peer_a];
-    args_b.extend_from_slice(extra_b);
-    let a = NodeProcess::start_at(&dir.join("a"), &format!("127.0.0.1:{port_a}"), &args_a);
-    let b = NodeProcess::start_at(&dir.join("b"), &format!("127.0.0.1:{port_b}"), &args_b);
-    (a, b)
+    let ports = [free_port(), free_port()];
+    let topology = Topology::one_node_per_site(&["a", "b"], |i| format!("http://127.0.0.1:{}", ports[i]));
+    let start = |i: usize, extra: &[&str]| {
+        let mut args = topology.replication_flags(i, &direct(&topology));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let site = &topology.nodes[i].site;
+        NodeProcess::start_at(&dir.join(site), &format!("127.0.0.1:{}", ports[i]), &args)
+    };
+    (start(0, extra_a), start(1, extra_b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use geostore_node::NodeSettings;
-use geostore_node::config::{LockMemberConfig, PeerConfig};
+use geostore_node::topology::{Topology, direct};
+use geostore_runtime::shutdown::CancellationToken;
 
 /// The sites of the development cluster.
 const SITES: [&str; 3] = ["dc0", "dc1", "dc2"];
@@ -33,48 +34,24 @@ pub async fn run(args: DevArgs) -> ExitCode {
 }
 
 async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
-    let endpoint = |i: u16| format!("http://127.0.0.1:{}", args.port_base + i);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let endpoint = |i: usize| format!("http://127.0.0.1:{}", usize::from(args.port_base) + i);
+    let topology = Topology::one_node_per_site(&SITES, endpoint);
+    let stop = CancellationToken::new();
     let mut nodes = tokio::task::JoinSet::new();
     for (i, site) in SITES.iter().enumerate() {
-        let i = i as u16;
-        let listen = format!("127.0.0.1:{}", args.port_base + i);
-        let http_listen = format!("127.0.0.1:{}", args.port_base + HTTP_PORT_OFFSET + i);
-        let peers = SITES
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j as u16 != i)
-            .map(|(j, peer_site)| PeerConfig { site: peer_site.to_string(), endpoint: endpoint(j as u16) })
-            .collect();
-        let lock_members = SITES
-            .iter()
-            .enumerate()
-            .map(|(j, member_site)| LockMemberConfig {
-                id: j as u64 + 1,
-                site: member_site.to_string(),
-                endpoint: endpoint(j as u16),
-                voter: true,
-            })
-            .collect();
+        let listen = format!("127.0.0.1:{}", usize::from(args.port_base) + i);
+        let http_listen = format!("127.0.0.1:{}", usize::from(args.port_base) + usize::from(HTTP_PORT_OFFSET) + i);
         let settings = NodeSettings {
-            node_id: Some(u64::from(i) + 1),
-            lock_members: Some(lock_members),
             data_dir: Some(args.dir.join(site)),
             listen: Some(listen.clone()),
             http_listen: Some(http_listen.clone()),
-            site: Some(site.to_string()),
-            peers: Some(peers),
-            ..NodeSettings::default()
+            ..topology.settings(i, &direct(&topology))
         };
         let config = settings.resolve().map_err(anyhow::Error::msg)?;
         let listener = crate::node::bind(&listen).await?;
         let http = crate::node::bind(&http_listen).await?;
         println!("site {site}: grpc {} http http://{http_listen} data {}", endpoint(i), config.data_dir.display());
-        let mut stopped = stopped.clone();
-        let shutdown = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        nodes.spawn(geostore_node::run(config, listener, Some(http), shutdown));
+        nodes.spawn(geostore_node::run(config, listener, Some(http), stop.clone().cancelled_owned()));
     }
     println!(
         "geostore dev: three sites running; try `geostore kv put k v --endpoint {}` then `geostore kv get k --endpoint {}`; Ctrl-C stops",
@@ -87,7 +64,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         _ = crate::node::shutdown_signal() => {}
         Some(result) = nodes.join_next() => failure = Some(node_result(result)),
     }
-    let _ = stop.send(true);
+    stop.cancel();
     while let Some(result) = nodes.join_next().await {
         if let Err(error) = node_result(result) {
             failure.get_or_insert(Err(error));

@@ -15,7 +15,7 @@ use geostore_storage::Storage;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use tonic::transport::Channel;
 
 use crate::metrics::GroupMetrics;
@@ -142,13 +142,15 @@ pub struct LockGroup {
 impl LockGroup {
     /// Opens the group's log and state machine in `storage` and starts Raft. A voter whose log is empty
     /// initializes the group with the configured members (every voter may: it is the same membership).
+    /// The leader loop (expiries, learners) runs on `tasks` until `stop` is cancelled.
     pub async fn start(
         config: GroupConfig,
         storage: Arc<dyn Storage>,
         clock: LeaseClock,
         registry: &prometheus::Registry,
-        stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<(Arc<LockGroup>, tokio::task::JoinHandle<()>)> {
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<Arc<LockGroup>> {
         config.check().map_err(anyhow::Error::msg)?;
         let raft_config = openraft::Config {
             cluster_name: "geostore-locks".into(),
@@ -189,8 +191,8 @@ impl LockGroup {
             leader_wait: Duration::from_millis(config.timing.election_timeout_max_ms * 3),
         });
         let learners: Vec<MemberConfig> = config.members.into_iter().filter(|m| !m.voter).collect();
-        let task = tokio::spawn(leader_loop(group.clone(), learners, stop));
-        Ok((group, task))
+        tasks.spawn(leader_loop(group.clone(), learners, stop));
+        Ok(group)
     }
 
     pub fn id(&self) -> NodeId {
@@ -386,7 +388,7 @@ struct ForwardError {
 /// While this node leads: first restart every lease's clock (a new leader never expires a lease early),
 /// add the configured learners, then propose expiries, give-ups and lock-delay ends as they fall due,
 /// sleeping until the next one or until an entry is applied.
-async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, mut stop: watch::Receiver<bool>) {
+async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, stop: CancellationToken) {
     let mut metrics = group.raft.metrics();
     let mut applied = group.shared.subscribe_applied();
     loop {
@@ -399,7 +401,7 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, mut sto
         if !is_leader {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
-                _ = stop.wait_for(|stop| *stop) => return,
+                _ = stop.cancelled() => return,
             }
             continue;
         }
@@ -442,7 +444,7 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, mut sto
                 _ = tokio::time::sleep(sleep) => {}
                 changed = applied.changed() => if changed.is_err() { return },
                 changed = metrics.changed() => if changed.is_err() { return },
-                _ = stop.wait_for(|stop| *stop) => return,
+                _ = stop.cancelled() => return,
             }
             let m = metrics.borrow();
             if m.current_term != term || m.current_leader != Some(group.id) {

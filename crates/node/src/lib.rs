@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod replication;
 pub mod server;
 pub mod store;
+pub mod topology;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,17 +18,15 @@ use geostore_model::SystemWallClock;
 use geostore_proto::net::{Dialer, Listener};
 use geostore_storage::RocksStorage;
 use tokio::net::TcpListener;
+use geostore_runtime::shutdown::{CancellationToken, TaskTracker, pause};
 
 pub use config::{NodeConfig, NodeSettings, SyncPolicy};
 pub use metrics::Metrics;
 pub use store::{Store, StoreConfig};
 
-async fn trim_logs(store: Arc<Store>, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
+/// Trims every partition's change log of what every peer has pulled, every `interval`.
+async fn trim_logs(store: Arc<Store>, interval: std::time::Duration, stop: CancellationToken) {
+    while pause(interval, &stop).await {
         for partition in 0..store.identity().partitions {
             match store.trim_log(partition).await {
                 Ok(0) => {}
@@ -44,15 +43,11 @@ async fn collect_garbage(
     peers: Vec<config::PeerConfig>,
     acks: replication::Acks,
     interval: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     // Per partition: the log has been scanned up to here. In memory: a restart scans the retained log again.
     let mut scanned = vec![0_u64; usize::from(store.identity().partitions)];
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
+    while pause(interval, &stop).await {
         for partition in 0..store.identity().partitions {
             let index = usize::from(partition);
             let Some(through) = replication::collectable_through(&store, &peers, &acks, partition) else { continue };
@@ -130,21 +125,27 @@ pub async fn run_with(
     let Environment { storage, wall, dialer, metrics, new_replica_id } = environment;
     let store = Store::open(storage.clone(), wall.clone(), config.store.clone(), metrics.clone(), new_replica_id)?;
 
-    // Shutdown stops the background tasks and the pull streams this node serves first: a peer's stream
-    // never ends on its own, and the gRPC server waits for every open request before it returns.
-    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_background.send(true);
+    // Shutdown cancels `stop` first, which ends the background tasks and the pull streams this node
+    // serves: a peer's stream never ends on its own, and the gRPC server waits for every open request
+    // before it returns. Every such task runs on `background`; the store closes after they all end.
+    let stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
     };
-    let (peer_states, mut background) = replication::start(
+    let peer_states = replication::start(
         store.clone(),
         config.peers.clone(),
         dialer.clone(),
         config.anti_entropy_interval,
-        background_stopped.clone(),
+        &stop,
+        &background,
     );
-    background.push(tokio::spawn(trim_logs(store.clone(), config.log_trim_interval, background_stopped.clone())));
+    background.spawn(trim_logs(store.clone(), config.log_trim_interval, stop.clone()));
     let lock_group = match config.lock_group.clone() {
         Some(mut group_config) => {
             group_config.dialer = dialer.clone();
@@ -154,10 +155,10 @@ pub async fn run_with(
                 storage.clone(),
                 clock,
                 &metrics.registry,
-                background_stopped.clone(),
+                stop.clone(),
+                &background,
             )
             .await?;
-            background.push(task);
             // Fenced writes are checked against the token holding the lock by this node's lock table.
             let source = group.clone();
             store.set_fence_source(Arc::new(move |lock: &str| {
@@ -168,26 +169,16 @@ pub async fn run_with(
         None => None,
     };
     let acks = replication::Acks::default();
-    background.push(tokio::spawn(collect_garbage(
-        store.clone(),
-        config.peers.clone(),
-        acks.clone(),
-        config.gc_interval,
-        background_stopped.clone(),
-    )));
-    let http_stopped = background_stopped.clone();
-    let http_task = http_listener.map(|listener| {
+    background.spawn(collect_garbage(store.clone(), config.peers.clone(), acks.clone(), config.gc_interval, stop.clone()));
+    if let Some(listener) = http_listener {
         let metrics = metrics.clone();
-        let mut stopped = http_stopped.clone();
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = stopped.wait_for(|stopped| *stopped).await;
-            };
-            if let Err(error) = http::serve(listener, metrics, stop).await {
+        let stopped = stop.clone().cancelled_owned();
+        background.spawn(async move {
+            if let Err(error) = http::serve(listener, metrics, stopped).await {
                 tracing::error!(%error, "HTTP side port failed");
             }
-        })
-    });
+        });
+    }
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(geostore_proto::FILE_DESCRIPTOR_SET)
@@ -199,7 +190,7 @@ pub async fn run_with(
     ))
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
     let replication = geostore_proto::v1::replication_server::ReplicationServer::new(
-        replication::ReplicationService::new(store.clone(), acks, background_stopped.clone()),
+        replication::ReplicationService::new(store.clone(), acks, stop.clone(), background.clone()),
     )
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
     .max_encoding_message_size(usize::MAX);
@@ -242,12 +233,8 @@ pub async fn run_with(
     if let Some(group) = &lock_group {
         group.shutdown().await;
     }
-    if let Some(task) = http_task {
-        let _ = task.await;
-    }
-    for task in background {
-        let _ = task.await;
-    }
+    background.close();
+    background.wait().await;
     store.blocking(|store| store.close()).await.and_then(|closed| closed)?;
     tracing::info!("node stopped");
     Ok(())

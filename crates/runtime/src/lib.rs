@@ -6,13 +6,16 @@
 //!   in production and by the simulation harness ([`random::seed`]) so that a seed replays the same
 //!   delays. It is not the generator openraft's election timeouts draw from (that one is
 //!   `geostore_lockgroup::runtime`), so retries do not shift elections.
+//! - [`shutdown`]: one cancellation token and one task tracker per node, instead of a flag handed to
+//!   every task.
 //!
-//! **Never** reads the system clock or does I/O: a backoff says how long to wait, the caller sleeps on
-//! its own (tokio's, or the simulation's) clock.
+//! **Never** reads the system clock or does I/O: a backoff says how long to wait, and every sleep is on
+//! tokio's clock, which the simulation harness controls.
 
 #![warn(missing_docs)]
 
 pub mod random;
+pub mod shutdown;
 
 use std::time::Duration;
 

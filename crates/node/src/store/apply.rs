@@ -82,10 +82,7 @@ impl Applier {
         if let Some(entry) = group.entries.get(data_key) {
             return Ok(entry.clone());
         }
-        match self.storage.get(Space::Data, data_key)? {
-            None => Ok(Entry::default()),
-            Some(bytes) => decode_entry(&bytes).map_err(|e| StoreError::corrupt("stored value of key", data_key, e)),
-        }
+        Ok(super::stored_entry(self.storage.as_ref(), data_key)?.unwrap_or_default())
     }
 
     fn check_partition(&self, partition: u16) -> Result<(), ChangeError> {

@@ -311,8 +311,7 @@ impl Store {
     /// The stored state of a key.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         let partition = partition_of(key, self.identity.partitions);
-        let Some(bytes) = self.storage.get(Space::Data, &keys::data_key(partition.0, key))? else { return Ok(None) };
-        decode_entry(&bytes).map(Some).map_err(|e| StoreError::corrupt("stored value of key", key, e))
+        stored_entry(self.storage.as_ref(), &keys::data_key(partition.0, key))
     }
 
     /// Up to `records_max` records (and about `bytes_max` bytes) of `partition`'s log after `after`.
@@ -363,6 +362,13 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The state stored under `data_key` (see [`keys::data_key`]), if any; a value that does not decode is
+/// reported as corrupt, never read as empty.
+fn stored_entry(storage: &dyn Storage, data_key: &[u8]) -> Result<Option<Entry>, StoreError> {
+    let Some(bytes) = storage.get(Space::Data, data_key)? else { return Ok(None) };
+    decode_entry(&bytes).map(Some).map_err(|e| StoreError::corrupt("stored value of key", data_key, e))
 }
 
 /// The replica id a new production data directory gets: random, so that no two replicas share one.

@@ -1,0 +1,182 @@
+//! A cluster's description: which node runs in which site, how to reach it, and who votes in the lock
+//! group. One builder for every place that starts a cluster (`geostore dev`, the simulation harness, the
+//! process tests), so that they cannot disagree on how a mesh is wired.
+//!
+//! Today a site is one node: every node pulls from the node of every other site, and every node is a
+//! voting member of the cross-site lock group, with lock-group id = its position + 1.
+//!
+//! How node `from` reaches node `to` is a [`Route`]: [`direct`] uses `to`'s own endpoint; a test puts a
+//! fault proxy on each link by routing through it.
+
+use crate::config::{LockMemberConfig, NodeSettings, PeerConfig};
+
+/// One node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyNode {
+    /// The node's id in the lock group (unique in the cluster, from 1).
+    pub id: u64,
+    /// The site (datacenter) it runs in.
+    pub site: String,
+    /// Its own gRPC endpoint, `http://HOST:PORT`.
+    pub endpoint: String,
+    /// Whether it votes in the lock group (otherwise a learner).
+    pub voter: bool,
+}
+
+/// Every node of a cluster, in order: `nodes[i]` is "node i" for [`Topology::settings`] and friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The nodes, in the order their indexes refer to.
+    pub nodes: Vec<TopologyNode>,
+}
+
+/// How node `from` reaches node `to` (indexes into [`Topology::nodes`]): the endpoint `from` dials.
+pub type Route<'a> = &'a dyn Fn(usize, usize) -> String;
+
+/// The route that dials every node at its own endpoint.
+pub fn direct(topology: &Topology) -> impl Fn(usize, usize) -> String + '_ {
+    move |_from, to| topology.nodes[to].endpoint.clone()
+}
+
+impl Topology {
+    /// One node per site: site `sites[i]` runs node i (lock-group id i + 1, a voter) at `endpoint(i)`.
+    pub fn one_node_per_site(sites: &[impl AsRef<str>], endpoint: impl Fn(usize) -> String) -> Topology {
+        let nodes = sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| TopologyNode {
+                id: i as u64 + 1,
+                site: site.as_ref().to_string(),
+                endpoint: endpoint(i),
+                voter: true,
+            })
+            .collect();
+        Topology { nodes }
+    }
+
+    /// The sites, in the order of their first node.
+    pub fn sites(&self) -> Vec<&str> {
+        let mut sites: Vec<&str> = Vec::new();
+        for node in &self.nodes {
+            if !sites.contains(&node.site.as_str()) {
+                sites.push(&node.site);
+            }
+        }
+        sites
+    }
+
+    /// What node `i` pulls from: the node of every other site, as `route` reaches it.
+    pub fn peers(&self, i: usize, route: Route) -> Vec<PeerConfig> {
+        let own_site = &self.nodes[i].site;
+        (0..self.nodes.len())
+            .filter(|&j| self.nodes[j].site != *own_site)
+            .map(|j| PeerConfig { site: self.nodes[j].site.clone(), endpoint: route(i, j) })
+            .collect()
+    }
+
+    /// The lock group as node `i` knows it: every member, itself included (at its own endpoint), the
+    /// others as `route` reaches them.
+    pub fn lock_members(&self, i: usize, route: Route) -> Vec<LockMemberConfig> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(j, node)| LockMemberConfig {
+                id: node.id,
+                site: node.site.clone(),
+                endpoint: if j == i { node.endpoint.clone() } else { route(i, j) },
+                voter: node.voter,
+            })
+            .collect()
+    }
+
+    /// Node `i`'s place in the cluster as settings: its site, id, peers and lock members. Everything else
+    /// (addresses to bind, data directory, tuning) is left for the caller to fill in.
+    pub fn settings(&self, i: usize, route: Route) -> NodeSettings {
+        NodeSettings {
+            site: Some(self.nodes[i].site.clone()),
+            node_id: Some(self.nodes[i].id),
+            peers: Some(self.peers(i, route)),
+            lock_members: Some(self.lock_members(i, route)),
+            ..NodeSettings::default()
+        }
+    }
+
+    /// [`Topology::settings`] as `geostore node` flags: [`Topology::replication_flags`] followed by
+    /// [`Topology::lock_group_flags`].
+    pub fn flags(&self, i: usize, route: Route) -> Vec<String> {
+        let mut flags = self.replication_flags(i, route);
+        flags.extend(self.lock_group_flags(i, route));
+        flags
+    }
+
+    /// Node `i`'s site and peers as flags: `--site` and one `--peer` per other site.
+    pub fn replication_flags(&self, i: usize, route: Route) -> Vec<String> {
+        let mut flags = vec!["--site".to_string(), self.nodes[i].site.clone()];
+        for peer in self.peers(i, route) {
+            flags.push("--peer".into());
+            flags.push(format!("{}={}", peer.site, peer.endpoint));
+        }
+        flags
+    }
+
+    /// Node `i`'s lock-group membership as flags: `--node-id` and one `--lock-member` per member.
+    pub fn lock_group_flags(&self, i: usize, route: Route) -> Vec<String> {
+        let mut flags = vec!["--node-id".to_string(), self.nodes[i].id.to_string()];
+        for member in self.lock_members(i, route) {
+            flags.push("--lock-member".into());
+            let learner = if member.voter { "" } else { "=learner" };
+            flags.push(format!("{}={}={}{learner}", member.id, member.site, member.endpoint));
+        }
+        flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Topology {
+        Topology::one_node_per_site(&["a", "b", "c"], |i| format!("http://127.0.0.1:{}", 7000 + i))
+    }
+
+    #[test]
+    fn each_node_pulls_from_every_other_site_and_knows_every_member() {
+        let topology = three();
+        assert_eq!(topology.sites(), ["a", "b", "c"]);
+        let peers = topology.peers(1, &direct(&topology));
+        let peers: Vec<(&str, &str)> = peers.iter().map(|p| (p.site.as_str(), p.endpoint.as_str())).collect();
+        assert_eq!(peers, [("a", "http://127.0.0.1:7000"), ("c", "http://127.0.0.1:7002")]);
+        let members = topology.lock_members(1, &direct(&topology));
+        let ids: Vec<(u64, &str, bool)> = members.iter().map(|m| (m.id, m.site.as_str(), m.voter)).collect();
+        assert_eq!(ids, [(1, "a", true), (2, "b", true), (3, "c", true)]);
+    }
+
+    #[test]
+    fn a_route_decides_how_others_are_reached_but_a_node_is_itself_at_its_own_endpoint() {
+        let topology = three();
+        let via_proxy = |from: usize, to: usize| format!("http://proxy-{from}-{to}");
+        let members = topology.lock_members(0, &via_proxy);
+        let endpoints: Vec<&str> = members.iter().map(|m| m.endpoint.as_str()).collect();
+        assert_eq!(endpoints, ["http://127.0.0.1:7000", "http://proxy-0-1", "http://proxy-0-2"]);
+        let settings = topology.settings(0, &via_proxy);
+        assert_eq!(settings.site.as_deref(), Some("a"));
+        assert_eq!(settings.node_id, Some(1));
+        assert_eq!(settings.peers.unwrap()[1].endpoint, "http://proxy-0-2");
+    }
+
+    #[test]
+    fn flags_parse_back_into_the_same_peers_and_members() {
+        let mut topology = three();
+        topology.nodes[2].voter = false;
+        let flags = topology.flags(0, &direct(&topology));
+        let values = |flag: &str| -> Vec<String> {
+            flags.iter().zip(flags.iter().skip(1)).filter(|(f, _)| *f == flag).map(|(_, v)| v.clone()).collect()
+        };
+        assert_eq!(values("--site"), ["a"]);
+        assert_eq!(values("--node-id"), ["1"]);
+        let peers: Vec<PeerConfig> = values("--peer").iter().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(peers, topology.peers(0, &direct(&topology)));
+        let members: Vec<LockMemberConfig> = values("--lock-member").iter().map(|m| m.parse().unwrap()).collect();
+        assert_eq!(members, topology.lock_members(0, &direct(&topology)));
+    }
+}
