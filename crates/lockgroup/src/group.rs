@@ -11,11 +11,11 @@ use geostore_proto::net::Dialer;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::raft_client::RaftClient;
 use geostore_runtime::Backoff;
+use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use geostore_storage::Storage;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use tonic::transport::Channel;
 
 use crate::metrics::GroupMetrics;

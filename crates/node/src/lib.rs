@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use geostore_model::SystemWallClock;
 use geostore_proto::net::{Dialer, Listener};
+use geostore_runtime::shutdown::{CancellationToken, TaskTracker, pause};
 use geostore_storage::RocksStorage;
 use tokio::net::TcpListener;
-use geostore_runtime::shutdown::{CancellationToken, TaskTracker, pause};
 
 pub use config::{NodeConfig, NodeSettings, SyncPolicy};
 pub use metrics::Metrics;
@@ -150,7 +150,7 @@ pub async fn run_with(
         Some(mut group_config) => {
             group_config.dialer = dialer.clone();
             let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
-            let (group, task) = geostore_lockgroup::LockGroup::start(
+            let group = geostore_lockgroup::LockGroup::start(
                 group_config,
                 storage.clone(),
                 clock,
@@ -169,7 +169,13 @@ pub async fn run_with(
         None => None,
     };
     let acks = replication::Acks::default();
-    background.spawn(collect_garbage(store.clone(), config.peers.clone(), acks.clone(), config.gc_interval, stop.clone()));
+    background.spawn(collect_garbage(
+        store.clone(),
+        config.peers.clone(),
+        acks.clone(),
+        config.gc_interval,
+        stop.clone(),
+    ));
     if let Some(listener) = http_listener {
         let metrics = metrics.clone();
         let stopped = stop.clone().cancelled_owned();

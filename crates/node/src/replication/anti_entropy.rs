@@ -20,7 +20,6 @@ const ANTI_ENTROPY_KEYS_PER_CALL: usize = 512;
 /// Deadline of one anti-entropy call.
 const ANTI_ENTROPY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-
 /// Compares one partition with `peer` and merges the keys that differ. With `move_cursor`, the peer's
 /// cursor then moves to the peer's log head taken before its digest. Returns the keys repaired.
 pub async fn anti_entropy(
@@ -82,7 +81,6 @@ pub async fn anti_entropy(
     }
     Ok(repaired)
 }
-
 
 /// Every `interval`, compares every partition with `peer` and repairs what differs (counted in
 /// `geostore_anti_entropy_repairs_total`).

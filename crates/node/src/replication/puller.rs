@@ -1,7 +1,7 @@
 //! The pulling side of replication: one long-lived stream from each peer site, merged batch by batch, and
 //! the acknowledgements that tell the peer how far this node has durably merged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use geostore_model::ClockError;
@@ -71,7 +71,7 @@ pub fn start(
 /// A peer site and how to reach it.
 #[derive(Clone)]
 pub(super) struct Peer {
-    config: PeerConfig,
+    pub(super) config: PeerConfig,
     dialer: Dialer,
 }
 
@@ -235,7 +235,6 @@ async fn queue_batch(store: &Arc<Store>, peer: &PeerConfig, batch: pb::PullBatch
         .map_err(|e| e.to_string())?;
     Ok(PendingMerge { outcome: tokio::spawn(outcome), partition, head: batch.head, last_applied_unix_ms })
 }
-
 
 /// Tells `peer`, about once a second, how far this node has durably merged its log.
 async fn run_acknowledger(store: Arc<Store>, peer: Peer, stop: CancellationToken) {

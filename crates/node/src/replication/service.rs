@@ -7,9 +7,9 @@ use geostore_model::encode_entry;
 use geostore_proto::outcome::failed;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::replication_server::Replication;
+use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use tonic::{Code, Request, Response, Status};
 
 use super::{Acks, HEARTBEAT_INTERVAL};
@@ -217,4 +217,3 @@ async fn serve_pull(
         }
     }
 }
-
