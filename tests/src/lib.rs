@@ -2,7 +2,15 @@
 //!
 //! Every process started here is killed when its handle is dropped, so a failing test leaves nothing
 //! behind. Nodes listen on port 0 and report the port they got on stdout.
+//!
+//! Tests wait for state, not for time: [`wait_until`] polls what a node exposes (its status, its
+//! metrics through [`metric`], a lock's queue) until a condition holds. A check that something did *not*
+//! happen first waits for a sign that it had its chance (a collector pass counted, a cursor past the
+//! point), then asserts. Sleeps remain only where a test models time passing (a lease running out,
+//! a fault lasting a while, a holder keeping a lock for a moment), each with a comment saying so.
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,10 +39,63 @@ pub fn geostore_bin() -> PathBuf {
     bin
 }
 
+/// How often [`wait_until`] checks its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Polls `check` every 50 ms until it returns `Ok`, and returns what it returned. While the condition
+/// does not hold, `check` returns `Err` with what it observed instead. If `timeout` passes first, panics
+/// with a message naming `what` was awaited and the last observed value. `check` runs at least once; a
+/// slow check (a call that itself times out) counts against `timeout`.
+pub async fn wait_until<T, Observed, Check, Checking>(what: &str, timeout: Duration, mut check: Check) -> T
+where
+    Check: FnMut() -> Checking,
+    Checking: Future<Output = Result<T, Observed>>,
+    Observed: Debug,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let observed = match check().await {
+            Ok(value) => return value,
+            Err(observed) => observed,
+        };
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}; last observed: {observed:?}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The value of one sample in the Prometheus text that a node serves at `/metrics` on its HTTP side port
+/// `http` (`http://HOST:PORT`, as in [`NodeProcess::http`]). `series` is the sample's name with its labels
+/// exactly as the node prints them, e.g. `geostore_gc_passes_total` or
+/// `geostore_replicated_records_total{peer="a"}`. Errors (as text, for [`wait_until`]) if the port does
+/// not answer or the sample is not there (a labelled counter appears once it is first counted).
+pub async fn metric(http: &str, series: &str) -> Result<f64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = http.strip_prefix("http://").unwrap_or(http);
+    let mut stream = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("metrics at {address}: {e}"))?;
+    // HTTP/1.0, so that the reply is not chunked and ends when the server closes the connection.
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("metrics at {address}: {e}"))?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.map_err(|e| format!("metrics at {address}: {e}"))?;
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or_else(|| format!("metrics at {address}: {reply:?}"))?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("metrics at {address}: {head}"));
+    }
+    let line = body
+        .lines()
+        .find(|line| line.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .ok_or_else(|| format!("no sample {series} in the metrics of {address}"))?;
+    let value = line[series.len()..].trim();
+    value.parse().map_err(|_| format!("sample {series} at {address} is {value:?}, not a number"))
+}
+
 /// A running `geostore node` process.
 pub struct NodeProcess {
     child: Child,
+    /// The gRPC endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The HTTP side port (metrics, health), `http://127.0.0.1:PORT`, if the node was started with
+    /// `--http-listen`. A restart gives it a new one if it was asked for port 0.
     pub http: Option<String>,
     pub data_dir: PathBuf,
     listen: String,
@@ -288,8 +349,7 @@ pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::GroupSta
 /// Waits until the nodes among `endpoints` that answer agree on a leader (at least a majority of them,
 /// in the same term), and returns the leader's id (1-based).
 pub async fn wait_for_leader(endpoints: &[String], within: Duration) -> u64 {
-    let deadline = Instant::now() + within;
-    loop {
+    wait_until("a lock group leader that a majority agrees on, as (leader, term) per node", within, || async {
         let mut views = Vec::new();
         for endpoint in endpoints {
             if let Some(status) = group_status(endpoint).await {
@@ -298,9 +358,10 @@ pub async fn wait_for_leader(endpoints: &[String], within: Duration) -> u64 {
         }
         let majority = endpoints.len() / 2 + 1;
         if views.len() >= majority && views[0].0 != 0 && views.iter().all(|view| *view == views[0]) {
-            return views[0].0;
+            Ok(views[0].0)
+        } else {
+            Err(views)
         }
-        assert!(Instant::now() < deadline, "no agreed lock group leader within {within:?}: {views:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

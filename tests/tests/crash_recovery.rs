@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use geostore_client::{Client, Value};
-use geostore_tests::NodeProcess;
+use geostore_tests::{NodeProcess, wait_until};
 use tokio::sync::Mutex;
 
 const KEYS_PER_TYPE: usize = 10_000;
@@ -120,9 +120,11 @@ async fn every_acknowledged_write_survives_sigkill() {
         let (endpoint, ledger, acked) = (node.endpoint.clone(), ledger.clone(), acked.clone());
         tokio::spawn(async move { write_pending(&endpoint, &ledger, &acked).await })
     };
-    while acked.load(Ordering::SeqCst) < KEYS_PER_TYPE {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("a third of the writes acknowledged", std::time::Duration::from_secs(120), || async {
+        let count = acked.load(Ordering::SeqCst);
+        if count >= KEYS_PER_TYPE { Ok(()) } else { Err(count) }
+    })
+    .await;
     node.kill_9();
     writing.await.unwrap();
     let acked_before_kill = acked.load(Ordering::SeqCst);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use geostore_client::{Client, Value};
 use geostore_faultproxy::Faults;
-use geostore_tests::{FAST_RAFT, SiteMesh, group_status, wait_for_leader};
+use geostore_tests::{FAST_RAFT, SiteMesh, group_status, wait_for_leader, wait_until};
 
 const SITES: [&str; 3] = ["a", "b", "c"];
 const KEY: &str = "lockset:elements";
@@ -165,6 +165,8 @@ fn last_write_by_a_stale_holder(
     drop(stale);
 }
 
+/// Records what the workers report for `duration`: the workload runs for that long under whatever fault
+/// is in force (time passing is the point here, not a state to wait for).
 fn drain_for(lines: &mpsc::Receiver<Line>, history: &mut History, duration: Duration) {
     let until = Instant::now() + duration;
     while Instant::now() < until {
@@ -176,8 +178,7 @@ fn drain_for(lines: &mpsc::Receiver<Line>, history: &mut History, duration: Dura
 
 /// The register's elements in every site, once all sites agree (or panics after a while).
 async fn converged_value(mesh: &SiteMesh) -> BTreeSet<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until("every site to hold the same elements", Duration::from_secs(60), || async {
         let mut values = Vec::new();
         for node in &mesh.nodes {
             let client = Client::connect(&[&node.endpoint]).await.expect("connects");
@@ -191,11 +192,12 @@ async fn converged_value(mesh: &SiteMesh) -> BTreeSet<String> {
             values.push(value);
         }
         if values.windows(2).all(|pair| pair[0] == pair[1]) {
-            return values[0].split(',').filter(|e| !e.is_empty()).map(str::to_string).collect();
+            Ok(values[0].split(',').filter(|e| !e.is_empty()).map(str::to_string).collect())
+        } else {
+            Err(values)
         }
-        assert!(Instant::now() < deadline, "sites did not converge: {values:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 async fn start_mesh(dir: &std::path::Path) -> SiteMesh {

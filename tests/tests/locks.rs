@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geostore_client::{Client, Outcome, Wait};
-use geostore_tests::{NodeProcess, geostore, lock_cluster, wait_for_leader};
+use geostore_client::{Client, ELECTION_PREFIX, Outcome, Wait};
+use geostore_tests::{NodeProcess, geostore, lock_cluster, wait_for_leader, wait_until};
 use tokio::sync::Mutex;
 
 fn endpoints(nodes: &[NodeProcess]) -> Vec<String> {
@@ -56,6 +56,7 @@ async fn contended_lock_is_mutually_exclusive_and_first_come_first_served() {
                     .await
                     .expect("acquire");
                 let granted = Instant::now();
+                // Hold the lock for a moment, so that a second holder, if there were one, would overlap.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 let ended = Instant::now();
                 client.release("shared", grant.token).await.expect("release");
@@ -84,11 +85,11 @@ async fn contended_lock_is_mutually_exclusive_and_first_come_first_served() {
             client.release("fifo", grant.token).await.expect("release");
             (name, grant.token, at)
         }));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while a.describe("fifo").await.unwrap().waiters.len() < index + 1 {
-            assert!(Instant::now() < deadline, "{name} never queued");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(&format!("{name} to queue as waiter {}", index + 1), Duration::from_secs(10), || async {
+            let waiters = a.describe("fifo").await.unwrap().waiters;
+            if waiters.len() > index { Ok(()) } else { Err(waiters) }
+        })
+        .await;
     }
     let state = a.describe("fifo").await.unwrap();
     assert_eq!(state.holder.unwrap().label, "a");
@@ -141,6 +142,7 @@ async fn killing_the_leader_during_contention_keeps_tokens_increasing_and_holder
                     Err(_) => continue,
                 };
                 let granted = Instant::now();
+                // Hold the lock for a moment, so that a second holder, if there were one, would overlap.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let release_sent = Instant::now();
                 let ended = match client.release("job", grant.token).await {
@@ -152,21 +154,30 @@ async fn killing_the_leader_during_contention_keeps_tokens_increasing_and_holder
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The leader is killed while the workers contend: once grants are flowing.
+    const GRANTS_BEFORE_KILL: usize = 10;
+    wait_until(&format!("{GRANTS_BEFORE_KILL} grants before the kill"), Duration::from_secs(20), || async {
+        let grants = holdings.lock().await.len();
+        if grants >= GRANTS_BEFORE_KILL { Ok(()) } else { Err(grants) }
+    })
+    .await;
     let before_kill = holdings.lock().await.len();
-    assert!(before_kill > 0, "no grants before the kill");
     let killed_at = Instant::now();
     nodes[leader].kill_9();
-    // Service is back once a grant arrives after the kill.
-    let deadline = killed_at + Duration::from_secs(20);
-    let back_after = loop {
-        if let Some(first) = holdings.lock().await.iter().filter(|h| h.granted > killed_at).map(|h| h.granted).min() {
-            break first - killed_at;
-        }
-        assert!(Instant::now() < deadline, "no grant within 20 s of killing the leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Service is back once a grant arrives after the kill; contention goes on under the new leader until
+    // it has made some more.
+    const GRANTS_AFTER_KILL: usize = 10;
+    let back_after = wait_until("a grant after killing the leader", Duration::from_secs(20), || async {
+        let holdings = holdings.lock().await;
+        let first = holdings.iter().filter(|h| h.granted > killed_at).map(|h| h.granted).min();
+        first.map(|first| first - killed_at).ok_or(holdings.len())
+    })
+    .await;
+    wait_until(&format!("{GRANTS_AFTER_KILL} grants after the kill"), Duration::from_secs(20), || async {
+        let grants = holdings.lock().await.iter().filter(|h| h.granted > killed_at).count();
+        if grants >= GRANTS_AFTER_KILL { Ok(()) } else { Err(grants) }
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for task in tasks {
         task.await.unwrap();
@@ -212,11 +223,11 @@ async fn a_holder_that_stops_keeping_alive_loses_the_lock_after_its_ttl() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while other.describe("batch").await.unwrap().holder.is_none() {
-        assert!(Instant::now() < deadline, "lock run never took the lock");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("`lock run` to take the lock", Duration::from_secs(10), || async {
+        let state = other.describe("batch").await.unwrap();
+        if state.holder.is_some() { Ok(()) } else { Err(state) }
+    })
+    .await;
     let pid = run.id().to_string();
     std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     let taken = other.acquire("batch", Duration::from_secs(10), Wait::Up(Duration::from_secs(10)), "").await;
@@ -269,7 +280,12 @@ async fn lock_run_exports_the_token_and_releases_and_elections_hand_over() {
     let second = tokio::spawn(async move {
         second_client.campaign("primary", "node-b", Duration::from_secs(2), Duration::from_secs(30)).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first candidate resigns only once the second waits in line for the election's lock.
+    wait_until("the second candidate to queue", Duration::from_secs(10), || async {
+        let state = client.describe(&format!("{ELECTION_PREFIX}primary")).await.unwrap();
+        if state.waiters.len() == 1 { Ok(()) } else { Err(state) }
+    })
+    .await;
     std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
     assert!(first.wait().unwrap().success(), "campaign resigns and exits 0 on SIGTERM");
     let next = tokio::time::timeout(Duration::from_secs(10), async {
@@ -311,14 +327,12 @@ async fn tokens_keep_increasing_across_snapshots_and_a_restart_of_every_node() {
     wait_for_leader(&endpoints, Duration::from_secs(30)).await;
     let client = connect(&endpoints[1]).await;
     // The held lock survived (from snapshot plus log), and new tokens are above every earlier one.
-    let state = client.describe("kept").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut state = state;
-    while state.holder.is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        state = client.describe("kept").await.unwrap();
-    }
-    assert_eq!(state.holder.map(|g| g.token), Some(held.token));
+    let holder = wait_until("the held lock to be read back after the restart", Duration::from_secs(10), || async {
+        let state = client.describe("kept").await.unwrap();
+        state.holder.clone().ok_or(state)
+    })
+    .await;
+    assert_eq!(holder.token, held.token);
     let grant = client.acquire("rolling", Duration::from_secs(30), Wait::Try, "").await.unwrap();
     assert!(grant.token > held.token);
 }
@@ -349,35 +363,25 @@ async fn writes_fenced_from_the_cli_are_refused_once_a_newer_token_is_known() {
     assert_eq!(code, 0, "{stderr}");
     let stale = format!("report:{}", token - 1);
     for endpoint in &endpoints {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (code, _, stderr) =
-                geostore(&["kv", "put", "report", "stale", "--fence", &stale, "--endpoint", endpoint]);
-            if code == 1 {
-                assert!(stderr.contains("stale fence") && stderr.contains("\"report\""), "{stderr}");
-                assert!(
-                    stderr.contains(&format!("token {}", token - 1)) && stderr.contains(&token.to_string()),
-                    "{stderr}"
-                );
-                break;
-            }
-            // Only possible before this site learned of the newer token: then the write under the higher
-            // token still wins the merge.
-            assert_eq!(code, 0, "{stderr}");
-            assert!(Instant::now() < deadline, "{endpoint} never learned of token {token}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let stderr =
+            wait_until(&format!("{endpoint} to refuse token {}", token - 1), Duration::from_secs(10), || async {
+                let (code, _, stderr) =
+                    geostore(&["kv", "put", "report", "stale", "--fence", &stale, "--endpoint", endpoint]);
+                // Success is only possible before this site learned of the newer token: then the write under
+                // the higher token still wins the merge.
+                assert!(code == 0 || code == 1, "exit code {code}: {stderr}");
+                if code == 1 { Ok(stderr) } else { Err(stderr) }
+            })
+            .await;
+        assert!(stderr.contains("stale fence") && stderr.contains("\"report\""), "{stderr}");
+        assert!(stderr.contains(&format!("token {}", token - 1)) && stderr.contains(&token.to_string()), "{stderr}");
     }
     let client = connect(&endpoints[2]).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until("the write under the newest token to win", Duration::from_secs(10), || async {
         let value = client.get("report").await.unwrap().unwrap().value;
-        if value == geostore_client::Value::Register(b"v2".to_vec()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the write under the newest token did not win: {value:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if value == geostore_client::Value::Register(b"v2".to_vec()) { Ok(()) } else { Err(value) }
+    })
+    .await;
     // In a Batch, each write's fence is checked on its own.
     let put = |fence: Option<u64>, value: &str| geostore_client::pb::WriteOp {
         op: Some(geostore_client::pb::write_op::Op::Put(geostore_client::pb::PutRequest {
@@ -426,16 +430,12 @@ async fn five_voters_over_three_sites_survive_a_site_and_a_learner_serves_reques
     wait_for_leader(&endpoints[..5], Duration::from_secs(30)).await;
     // The learner joins (added by the leader) and takes requests, forwarding them.
     let learner = connect(&endpoints[5]).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until("the learner to join", Duration::from_secs(20), || async {
         let status = learner.group_status().await.unwrap();
         let voters = status.members.iter().filter(|m| m.voter).count();
-        if status.members.len() == 6 && voters == 5 && status.state == "learner" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the learner never joined: {status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if status.members.len() == 6 && voters == 5 && status.state == "learner" { Ok(()) } else { Err(status) }
+    })
+    .await;
     let first = learner.acquire("five", Duration::from_secs(30), Wait::Try, "").await.unwrap();
     learner.release("five", first.token).await.unwrap();
 

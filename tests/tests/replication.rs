@@ -1,23 +1,44 @@
 //! Replication between real node processes without a fault proxy: causal reads, catching up by
 //! anti-entropy after the log was trimmed, and refusing timestamps from a clock too far ahead.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use geostore_client::{Client, Value, pb};
 use geostore_node::topology::{Topology, direct};
-use geostore_tests::{NodeProcess, free_port};
+use geostore_proto::v1::pull_message::Message;
+use geostore_tests::{NodeProcess, free_port, metric, wait_until};
 
-/// Waits until `check` passes, up to `limit`; panics with `what` otherwise.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The metric that counts the tombstone collector's passes over every partition.
+const GC_PASSES: &str = "geostore_gc_passes_total";
+
+/// Which partitions of `endpoint`'s change log no longer start at their first record, so that a puller
+/// at cursor 0 (a peer that has merged nothing) can only catch up there by anti-entropy. Asks as such a
+/// puller would, for site `site`: the Pull stream answers each partition with `truncated_partition`, or
+/// with a first batch that continues from 0. Reading a Pull stream changes nothing on the node.
+async fn trimmed_partitions(endpoint: &str, site: &str, partitions: usize) -> Result<Vec<bool>, String> {
+    let mut client = geostore_proto::v1::replication_client::ReplicationClient::connect(endpoint.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = pb::PullRequest { site: site.to_string(), cursors: vec![0; partitions] };
+    let mut stream = client.pull(request).await.map_err(|e| e.to_string())?.into_inner();
+    let mut trimmed: Vec<Option<bool>> = vec![None; partitions];
+    while trimmed.iter().any(Option::is_none) {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+        match next.map_err(|_| format!("no answer for every partition: {trimmed:?}"))? {
+            Ok(Some(pb::PullMessage { message: Some(Message::TruncatedPartition(partition)) })) => {
+                trimmed[partition as usize] = Some(true);
+            }
+            Ok(Some(pb::PullMessage { message: Some(Message::Batch(batch)) })) if batch.after == 0 => {
+                trimmed[batch.partition as usize] = Some(false);
+            }
+            // A heartbeat comes only once every partition with records was answered: the rest are empty.
+            Ok(Some(pb::PullMessage { message: Some(Message::Heartbeat(_)) })) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("the stream ended early: {trimmed:?}")),
+            Err(status) => return Err(status.to_string()),
+        }
     }
+    Ok(trimmed.into_iter().map(|answer| answer.unwrap_or(false)).collect())
 }
 
 /// Two sites `a` and `b` on fixed ports, peered with each other, plus `extra` flags for each.
@@ -66,13 +87,22 @@ async fn a_peer_behind_the_trimmed_log_catches_up_by_anti_entropy() {
         client_a.increment("count", 1).await.unwrap();
     }
     client_a.delete("k0").await.unwrap();
-    // Wait until a's logs are trimmed well past b's cursor (0).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // b's cursor is 0 everywhere: wait until a's log no longer starts there in any partition, so that b
+    // can only catch up by anti-entropy.
+    wait_until("a's log trimmed past cursor 0 in all 4 partitions", Duration::from_secs(30), || async {
+        let trimmed = trimmed_partitions(&a.endpoint, "b", 4).await?;
+        if trimmed.iter().all(|t| *t) { Ok(()) } else { Err(format!("trimmed per partition: {trimmed:?}")) }
+    })
+    .await;
     b.restart();
     let client_b = Client::connect(&[&b.endpoint]).await.unwrap();
-    eventually(Duration::from_secs(30), "b converges", || async {
-        matches!(client_b.get("k199").await, Ok(Some(_)))
-            && matches!(client_b.get("count").await.ok().flatten().map(|f| f.value), Some(Value::Counter(200)))
+    wait_until("b to read k199 and count = 200", Duration::from_secs(30), || async {
+        let last = client_b.get("k199").await.map(|found| found.map(|found| found.value));
+        let count = client_b.get("count").await.map(|found| found.map(|found| found.value));
+        match (&last, &count) {
+            (Ok(Some(_)), Ok(Some(Value::Counter(200)))) => Ok(()),
+            _ => Err(format!("k199 {last:?}, count {count:?}")),
+        }
     })
     .await;
     for i in 1..200 {
@@ -99,8 +129,9 @@ async fn timestamps_beyond_the_allowed_drift_are_refused_and_counted() {
     let read = client_a.get_after("from-b", ack.token.unwrap(), Some(Duration::from_secs(5))).await.unwrap();
     assert_eq!(read.unwrap().value, Value::Register(b"present".to_vec()));
     // ...but b refuses a's, counts it, and does not adopt the timestamp.
-    eventually(Duration::from_secs(10), "b counts refusals", || async {
-        client_b.status().await.unwrap().clock_drift_refusals > 0
+    wait_until("b to count a clock-drift refusal", Duration::from_secs(10), || async {
+        let refusals = client_b.status().await.unwrap().clock_drift_refusals;
+        if refusals > 0 { Ok(()) } else { Err(refusals) }
     })
     .await;
     assert_eq!(client_b.get("from-a").await.unwrap(), None);
@@ -114,8 +145,9 @@ async fn timestamps_beyond_the_allowed_drift_are_refused_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_are_collected_once_every_site_has_acknowledged_them_and_not_before() {
     let dir = tempfile::tempdir().unwrap();
-    let fast_gc = ["--gc-interval-ms", "100"];
+    let fast_gc = ["--gc-interval-ms", "100", "--http-listen", "127.0.0.1:0"];
     let (a, mut b) = two_sites(dir.path(), &fast_gc, &fast_gc);
+    let a_http = a.http.clone().expect("started with --http-listen");
     let client_a = Client::connect(&[&a.endpoint]).await.unwrap();
     client_a.put("deleted", "v", None).await.unwrap();
     client_a.put("expiring", "v", Some(Duration::from_millis(300))).await.unwrap();
@@ -126,24 +158,57 @@ async fn tombstones_are_collected_once_every_site_has_acknowledged_them_and_not_
     // With b down, a must keep its tombstones: b has not acknowledged them.
     b.kill_9();
     client_a.delete("deleted").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both keys are dead once `expiring`'s 300 ms have passed; then a's collector must pass over them
+    // twice (the first pass may have begun before the delete) and leave them.
+    wait_until("`expiring` to expire on a", Duration::from_secs(10), || async {
+        match client_a.get("expiring").await.unwrap() {
+            None => Ok(()),
+            Some(found) => Err(found),
+        }
+    })
+    .await;
+    let passes = metric(&a_http, GC_PASSES).await.unwrap();
+    wait_until("two tombstone-collection passes on a", Duration::from_secs(10), || async {
+        let now = metric(&a_http, GC_PASSES).await?;
+        if now >= passes + 2.0 { Ok(()) } else { Err(format!("{GC_PASSES} {now}, from {passes}")) }
+    })
+    .await;
     assert_eq!(client_a.status().await.unwrap().tombstones_collected, 0, "collected before every site acknowledged");
     assert_eq!(client_a.get("deleted").await.unwrap(), None);
     assert_eq!(client_a.get("expiring").await.unwrap(), None);
 
     b.restart();
+    let b_http = b.http.clone().expect("started with --http-listen");
     let client_b = Client::connect(&[&b.endpoint]).await.unwrap();
     for client in [&client_a, &client_b] {
-        eventually(Duration::from_secs(20), "both dead keys collected", || async {
-            client.status().await.unwrap().tombstones_collected >= 2
+        wait_until("both dead keys collected", Duration::from_secs(20), || async {
+            let collected = client.status().await.unwrap().tombstones_collected;
+            if collected >= 2 { Ok(()) } else { Err(collected) }
         })
         .await;
         assert_eq!(client.get("deleted").await.unwrap(), None);
         assert_eq!(client.get("expiring").await.unwrap(), None);
         assert_eq!(client.get("kept").await.unwrap().unwrap().value, Value::Counter(1));
     }
-    // Collection removed only dead keys and nothing comes back: the sites still agree.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(client_b.get("deleted").await.unwrap(), None);
-    assert_eq!(client_a.status().await.unwrap().tombstones_collected, 2);
+    // Collection removed only dead keys and nothing comes back: once each site has merged everything
+    // the other logged (its peer connected, nothing unmerged) and its collector has passed twice more,
+    // the keys are still gone and nothing was collected a second time.
+    for (site, client, http) in [("a", &client_a, &a_http), ("b", &client_b, &b_http)] {
+        let passes = metric(http, GC_PASSES).await.unwrap();
+        wait_until(&format!("{site} caught up and two more collection passes"), Duration::from_secs(20), || async {
+            let now = metric(http, GC_PASSES).await?;
+            let peer = client.status().await.map_err(|e| e.to_string())?.peers.remove(0);
+            if now >= passes + 2.0 && peer.connected && peer.lag_ops == 0 {
+                Ok(())
+            } else {
+                Err(format!("{GC_PASSES} {now} (from {passes}), peer {peer:?}"))
+            }
+        })
+        .await;
+    }
+    for client in [&client_a, &client_b] {
+        assert_eq!(client.get("deleted").await.unwrap(), None);
+        assert_eq!(client.get("expiring").await.unwrap(), None);
+        assert_eq!(client.status().await.unwrap().tombstones_collected, 2);
+    }
 }

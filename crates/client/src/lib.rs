@@ -3,6 +3,8 @@
 //! Every error says whether the operation may have happened ([`Outcome`]), as Jepsen records it: a
 //! `Failed` write was certainly not applied and can be retried freely; an `Unknown` one may have been.
 
+#![warn(missing_docs)]
+
 mod lock;
 
 pub use lock::{ELECTION_PREFIX, Grant, LockGuard, Lost, Wait};
@@ -43,9 +45,13 @@ pub use geostore_proto::outcome::{Outcome, Reason};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
+    /// The gRPC status code (the client's own failures use `Unavailable`, `Internal` and the like).
     pub code: Code,
+    /// What went wrong, for people: a server's message, or the client's own description.
     pub message: String,
+    /// Whether the operation may have taken effect: `Failed` means certainly not, `Unknown` means maybe.
     pub outcome: Outcome,
+    /// The machine-readable cause, when the server gave one (a stale fence, not yet replicated, ...).
     pub reason: Option<Reason>,
 }
 
@@ -84,6 +90,7 @@ impl Error {
     }
 }
 
+/// The result of a client call.
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
@@ -102,12 +109,16 @@ mod tests {
 /// A value read from geostore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
+    /// A register's bytes.
     Register(Vec<u8>),
+    /// A counter's value.
     Counter(i64),
+    /// A set's members, in byte order.
     Set(BTreeSet<Vec<u8>>),
 }
 
 impl Value {
+    /// The type's name as the CLI and the server spell it: `register`, `counter` or `set`.
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Register(_) => "register",
@@ -120,16 +131,24 @@ impl Value {
 /// A key as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
+    /// The key's value.
     pub value: Value,
+    /// When the key expires, in milliseconds since the Unix epoch; `None` if it has no expiry.
     pub expires_at_unix_ms: Option<i64>,
+    /// The HLC timestamp (raw 64 bits, as [`WriteAck::hlc`]) of the last write to the value shown.
     pub last_write_hlc: u64,
 }
 
 /// The acknowledgement of a write: it is durable on the node that answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteAck {
+    /// The HLC timestamp the write was stamped with (raw 64 bits: 42 bits of milliseconds since
+    /// 2024-01-01 UTC, then a 22-bit counter; ordering the numbers orders the writes of one site).
     pub hlc: u64,
+    /// Names the write, for [`Client::get_after`] in any site. The server always sends one; `None` only
+    /// if it did not.
     pub token: Option<pb::CausalToken>,
+    /// Whether the key was live before the write.
     pub existed: bool,
     /// For increments: the value after the write.
     pub counter: Option<i64>,
@@ -312,6 +331,7 @@ impl Client {
         Ok(self.kv.clone().put(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
+    /// Deletes a key of any type (deleting an absent key succeeds, with `existed` false).
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::DeleteRequest { key: key.into(), fence: self.fence.clone() };
         let reply = self.kv.clone().delete(timed(request)).await.map_err(Error::from_status)?;
@@ -324,11 +344,13 @@ impl Client {
         Ok(self.kv.clone().increment(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
+    /// Adds members to a set (an absent key becomes a set). Fails if the key holds another type.
     pub async fn set_add(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::SetAddRequest { key: key.into(), members, fence: self.fence.clone() };
         Ok(self.kv.clone().set_add(timed(request)).await.map_err(Error::from_status)?.into_inner().into())
     }
 
+    /// Removes members from a set; members not present are no error.
     pub async fn set_remove(&self, key: impl Into<Vec<u8>>, members: Vec<Vec<u8>>) -> Result<WriteAck> {
         let request = pb::SetRemoveRequest { key: key.into(), members, fence: self.fence.clone() };
         Ok(self.kv.clone().set_remove(timed(request)).await.map_err(Error::from_status)?.into_inner().into())

@@ -95,14 +95,17 @@ impl RequestIds {
 /// A lock as granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The lock's name.
     pub name: String,
     /// The fencing token: strictly increasing per lock (and across locks).
     pub token: u64,
     /// The lease to keep alive (the same number as the token).
     pub lease: u64,
+    /// The lease length that each keep-alive restarts.
     pub ttl: Duration,
     /// When the lease runs out by the leader's clock if not kept alive, ms since the Unix epoch.
     pub expires_unix_ms: u64,
+    /// The free text the acquire carried (who holds the lock, or an election's proposal).
     pub label: String,
     /// The note the last releasing holder left (see [`Client::release_with_note`]).
     pub previous_note: Option<String>,
@@ -300,6 +303,7 @@ impl LockGuard {
         LockGuard { client, grant, state, task }
     }
 
+    /// The grant this guard holds (its expiry as first granted, not as kept alive since).
     pub fn grant(&self) -> &Grant {
         &self.grant
     }

@@ -30,14 +30,20 @@ use crate::proxy::Proxy;
 /// What the control API reports about one link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkState {
+    /// The link's name, as used in the control API's paths.
     pub name: String,
+    /// The address the link's proxy accepts connections on.
     pub listen: SocketAddr,
+    /// The address it forwards each connection to.
     pub upstream: SocketAddr,
+    /// The faults in force on the link now.
     pub faults: Faults,
+    /// What the link has carried and dropped since it started.
     pub stats: ProxyStats,
 }
 
 impl LinkState {
+    /// The state of `proxy`, reported under `name`, as of now.
     pub fn of(name: &str, proxy: &Proxy) -> LinkState {
         LinkState {
             name: name.to_owned(),

@@ -13,6 +13,8 @@
 //! [`serve_control`] exposes the links over HTTP so that another process can change faults at run time,
 //! and the `geostore-faultproxy` binary runs links and that API from the command line.
 
+#![warn(missing_docs)]
+
 mod connection;
 mod control;
 mod faults;

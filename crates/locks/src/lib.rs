@@ -14,6 +14,8 @@
 //!   same entry that frees the lock, so nobody wakes up to a timer.
 //! - A request id is applied once: a retried acquire or release gets the outcome of the first.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,9 @@ pub const WAITERS_PER_LOCK_MAX: usize = 10_000;
 /// Who asks: a client id and its request number (unique per client).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
+    /// The client's id, chosen by the client to be unique among all clients (a random string, say).
     pub client: String,
+    /// The request's number; a retry of the same request reuses it.
     pub request: u64,
 }
 
@@ -46,51 +50,81 @@ pub enum Wait {
 /// A change to the table, with the leader's clock (`now_ms`, ms since the Unix epoch) when proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Take lock `name`: granted at once if it is free (no holder, no waiter, no lock-delay), otherwise
+    /// busy or queued according to `wait`.
     Acquire {
+        /// The request, for exactly-once retries; the grant's holder.
         id: RequestId,
+        /// The lock's name.
         name: String,
+        /// The lease: the grant expires this many milliseconds after the entry (or the last keep-alive)
+        /// by the leader's clock.
         ttl_ms: u64,
+        /// Whether to queue, and until when.
         wait: Wait,
         /// Free text kept with the grant: who holds it, or an election's proposal.
         label: String,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
+    /// Give lock `name` up, if `token` holds it; the first waiter is granted it in the same entry.
     Release {
+        /// The request, for exactly-once retries.
         id: RequestId,
+        /// The lock's name.
         name: String,
+        /// The fencing token of the grant being released.
         token: u64,
         /// Left for the next holder (handed over in its grant): typically the causal token of the last
         /// write made under the lock, so the next holder can read after it.
         #[serde(default)]
         note: Option<String>,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
+    /// Extend the lease of the grant `token` of lock `name` to a full TTL from `now_ms`. A token that no
+    /// longer holds the lock changes nothing (the answer says so).
     KeepAlive {
+        /// The lock's name.
         name: String,
+        /// The fencing token of the grant to keep alive.
         token: u64,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
     /// The leader saw this grant's lease run out by its clock. The lock is then not granted again for
     /// `delay_ms` (lock-delay): the value travels in the entry so every member applies the same one.
     Expire {
+        /// The lock's name.
         name: String,
+        /// The grant that expired; if another grant holds the lock by now, or this one was kept alive
+        /// since, the entry changes nothing.
         token: u64,
+        /// The lock-delay in milliseconds (0 for none).
         delay_ms: u64,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
     /// The leader saw this waiter's deadline pass.
     GiveUp {
+        /// The waiting acquire.
         id: RequestId,
+        /// The lock it waits for.
         name: String,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
     /// A lock-delay ended: grant the lock to its first waiter, if any.
     EndDelay {
+        /// The lock's name.
         name: String,
+        /// The leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
-    /// A new leader restarts every lease's clock from its own.
+    /// A new leader restarts every lease's clock from its own: each lease runs at least a full TTL from
+    /// `now_ms` (none is shortened).
     RestartLeases {
+        /// The new leader's clock when proposed, in ms since the Unix epoch.
         now_ms: u64,
     },
 }
@@ -130,12 +164,18 @@ impl Command {
 /// A lock held by one client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
+    /// The lock's name.
     pub name: String,
+    /// The fencing token: the log index of the entry that made the grant, so later grants of any lock
+    /// have higher tokens.
     pub token: u64,
+    /// The acquire request that was granted.
     pub holder: RequestId,
+    /// The lease length in milliseconds, which each keep-alive restarts.
     pub ttl_ms: u64,
-    /// By the leader's clock.
+    /// When the lease runs out unless kept alive, in ms since the Unix epoch by the leader's clock.
     pub expires_at_ms: u64,
+    /// The free text the acquire carried.
     pub label: String,
     /// The note of the last holder that released this lock with one, if any.
     #[serde(default)]
@@ -145,18 +185,23 @@ pub struct Grant {
 /// What happened to an acquire or release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// The acquire holds the lock now.
     Granted(Grant),
     /// Queued behind the holder and earlier waiters; a later entry grants it or gives up.
     Queued {
+        /// Place in the queue, 1 for the first waiter.
         position: usize,
     },
     /// `Wait::Try` and the lock is held (or in its lock-delay).
     Busy {
+        /// The holder's token; `None` when the lock is free but in its lock-delay or has waiters.
         holder_token: Option<u64>,
     },
+    /// The release freed the lock.
     Released,
     /// Release or keep-alive with a token that does not hold the lock (it expired, or never did).
     NotHolder {
+        /// The token that holds the lock now, if any.
         current_token: Option<u64>,
     },
     /// The waiter's deadline passed.
@@ -169,13 +214,33 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The outcome of the request `id` is now known.
-    Decided { id: RequestId, outcome: Outcome },
+    Decided {
+        /// The request.
+        id: RequestId,
+        /// What happened to it. A queued acquire is decided again when it is granted or gives up.
+        outcome: Outcome,
+    },
     /// A grant ended without a release (its lease expired); its holder has lost the lock.
-    Expired { name: String, token: u64 },
+    Expired {
+        /// The lock's name.
+        name: String,
+        /// The token of the grant that ended.
+        token: u64,
+    },
     /// The answer to a keep-alive: the lease's new expiry, or `None` if `token` no longer holds the lock.
-    KeptAlive { name: String, token: u64, expires_at_ms: Option<u64> },
+    KeptAlive {
+        /// The lock's name.
+        name: String,
+        /// The token the keep-alive was for.
+        token: u64,
+        /// The new expiry in ms since the Unix epoch by the leader's clock.
+        expires_at_ms: Option<u64>,
+    },
     /// The holder or the waiters of this lock may have changed.
-    Changed { name: String },
+    Changed {
+        /// The lock's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +283,8 @@ pub struct LockTable {
 }
 
 impl LockTable {
+    /// An empty table whose member, when it leads, proposes a lock-delay of `lock_delay_ms` milliseconds
+    /// after each expiry (0 for none).
     pub fn new(lock_delay_ms: u64) -> Self {
         LockTable { lock_delay_ms, ..LockTable::default() }
     }
@@ -227,6 +294,7 @@ impl LockTable {
         self.lock_delay_ms = lock_delay_ms;
     }
 
+    /// The log index of the last entry applied (0 before any).
     pub fn last_index(&self) -> u64 {
         self.last_index
     }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// A source of physical time in milliseconds since the Unix epoch.
 pub trait WallClock: Send + Sync + 'static {
+    /// The current time, in milliseconds since 1970-01-01 UTC. It may go backwards (a clock step); the
+    /// [`HybridClock`] built on it never does.
     fn now_unix_ms(&self) -> i64;
 }
 
@@ -35,14 +37,17 @@ pub struct ManualWallClock {
 }
 
 impl ManualWallClock {
+    /// A clock standing at `now_unix_ms` (milliseconds since the Unix epoch). Clones share the time.
     pub fn new(now_unix_ms: i64) -> Self {
         Self { now_unix_ms: Arc::new(AtomicI64::new(now_unix_ms)) }
     }
 
+    /// Sets the time to `now_unix_ms` (milliseconds since the Unix epoch), forwards or backwards.
     pub fn set(&self, now_unix_ms: i64) {
         self.now_unix_ms.store(now_unix_ms, Ordering::SeqCst);
     }
 
+    /// Moves the time by `delta_ms` milliseconds (negative moves it back).
     pub fn advance_ms(&self, delta_ms: i64) {
         self.now_unix_ms.fetch_add(delta_ms, Ordering::SeqCst);
     }
@@ -57,7 +62,9 @@ impl WallClock for ManualWallClock {
 /// Another clock shifted by a fixed offset: for fault tests that give one node a skewed clock.
 #[derive(Clone)]
 pub struct OffsetWallClock {
+    /// The clock whose readings are shifted.
     pub inner: Arc<dyn WallClock>,
+    /// Milliseconds added to every reading of `inner` (negative: this clock runs behind).
     pub offset_ms: i64,
 }
 
@@ -92,8 +99,17 @@ impl Hlc {
 /// Why a remote timestamp was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockError {
+    /// The remote timestamp's physical part is further ahead of the local wall clock than the clock allows;
+    /// the clock did not move.
     #[error("remote timestamp is {drift_ms} ms ahead of this node's clock; the limit is {max_drift_ms} ms")]
-    DriftTooLarge { drift_ms: u64, max_drift_ms: u64 },
+    DriftTooLarge {
+        /// How far ahead of the local wall clock the timestamp was, in milliseconds.
+        drift_ms: u64,
+        /// The largest drift the clock accepts, in milliseconds.
+        max_drift_ms: u64,
+    },
+    /// The timestamp (or the parts it was built from) does not fit the 42-bit milliseconds and 22-bit
+    /// counter layout of [`Hlc`].
     #[error("timestamp out of the representable range")]
     OutOfRange,
 }
@@ -118,10 +134,13 @@ impl HybridClock {
         Self { wall, generator, max_drift_ms }
     }
 
+    /// The wall clock this clock reads its physical time from.
     pub fn wall(&self) -> &Arc<dyn WallClock> {
         &self.wall
     }
 
+    /// How far ahead of the local wall clock, in milliseconds, [`HybridClock::observe`] accepts a
+    /// remote timestamp.
     pub fn max_drift_ms(&self) -> u64 {
         self.max_drift_ms
     }

@@ -34,12 +34,16 @@ use crate::marker::{Marker, ReplicaId};
 /// The type of value a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
+    /// A byte string; concurrent writes resolve to the one with the higher [`Marker`].
     Register,
+    /// A signed 64-bit counter that every replica may increment or decrement concurrently.
     Counter,
+    /// A set of byte strings with observed-remove semantics (a concurrent add beats a remove).
     Set,
 }
 
 impl Kind {
+    /// The lower-case name used in messages and by the API: `register`, `counter` or `set`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Register => "register",
@@ -61,21 +65,36 @@ pub enum Op {
     /// Set a register. With a TTL the key expires that long after the write; without one, any expiry the
     /// key had is cleared.
     Put {
+        /// The register's new value.
         value: Vec<u8>,
+        /// Milliseconds after the write at which the key expires; `None` for no expiry.
         ttl_ms: Option<u64>,
     },
+    /// Remove the key, whatever its type. A register written before the delete in marker order is gone
+    /// even if this replica never saw it; increments and set adds this replica had not seen survive.
+    /// Deleting an absent key succeeds.
     Delete,
+    /// Add `delta` (negative to subtract) to a counter; an absent key counts from 0. Refused with
+    /// [`OpError::CounterOverflow`] if the replica's view of the counter would leave the `i64` range.
     Increment {
+        /// The amount to add.
         delta: i64,
     },
+    /// Add members to a set; an absent key becomes a set. Members already present stay.
     SetAdd {
+        /// The members to add (raw bytes).
         members: Vec<Vec<u8>>,
     },
+    /// Remove the members this replica has seen from a set. Members not present, or an absent key, are
+    /// no error.
     SetRemove {
+        /// The members to remove (raw bytes).
         members: Vec<Vec<u8>>,
     },
-    /// Give a live key an expiry `ttl_ms` after the write.
+    /// Give a live key an expiry `ttl_ms` after the write; refused with [`OpError::NotFound`] if the key
+    /// is absent or expired.
     Expire {
+        /// Milliseconds after the write at which the key expires.
         ttl_ms: u64,
     },
 }
@@ -91,6 +110,7 @@ impl Op {
         }
     }
 
+    /// The operation's name as the API spells it (`Put`, `Delete`, ...), for messages and metric labels.
     pub fn name(&self) -> &'static str {
         match self {
             Op::Put { .. } => "Put",
@@ -106,10 +126,25 @@ impl Op {
 /// Why an operation was refused. A refused operation changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
+    /// The key is live and holds another type than the operation works on.
     #[error("the key holds a {holds}; {op} needs a {needs}")]
-    TypeMismatch { holds: Kind, op: &'static str, needs: Kind },
+    TypeMismatch {
+        /// The type the key holds.
+        holds: Kind,
+        /// The refused operation's name (see [`Op::name`]).
+        op: &'static str,
+        /// The type the operation needs.
+        needs: Kind,
+    },
+    /// An increment would take the counter outside the `i64` range, as this replica sees it.
     #[error("incrementing {current} by {delta} overflows a 64-bit counter")]
-    CounterOverflow { current: i64, delta: i64 },
+    CounterOverflow {
+        /// The counter's value before the increment.
+        current: i64,
+        /// The refused increment.
+        delta: i64,
+    },
+    /// The operation needs a live key ([`Op::Expire`]) and the key is absent, deleted or expired.
     #[error("the key does not exist (or has expired)")]
     NotFound,
 }
@@ -126,12 +161,16 @@ pub struct Applied {
 /// A key's value as a reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
+    /// A register's bytes.
     Register(Vec<u8>),
+    /// A counter's value.
     Counter(i64),
+    /// A set's members, in byte order.
     Set(BTreeSet<Vec<u8>>),
 }
 
 impl Value {
+    /// The type of the value.
     pub fn kind(&self) -> Kind {
         match self {
             Value::Register(_) => Kind::Register,
@@ -144,6 +183,7 @@ impl Value {
 /// A live key as read at some moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Read {
+    /// The value of the live slot with the highest last-write marker.
     pub value: Value,
     /// When the key expires, in milliseconds since the Unix epoch.
     pub expires_at_unix_ms: Option<i64>,
@@ -159,7 +199,10 @@ pub struct Read {
 /// increment or add as already seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Actor {
+    /// The replica that counts under this actor.
     pub replica: ReplicaId,
+    /// The raw HLC timestamp ([`crate::Hlc`]'s `u64`) of the replica's first write to this incarnation of
+    /// the slot.
     pub incarnation: u64,
 }
 

@@ -17,11 +17,16 @@ pub const LOCK_NAME_BYTES_MAX: usize = 256;
 /// The lock and token a write was made under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fence {
+    /// The lock's name: 1 to [`LOCK_NAME_BYTES_MAX`] bytes.
     pub lock: String,
+    /// The fencing token of the grant the writer held: at least 1, and higher for every later grant of
+    /// the same lock.
     pub token: u64,
 }
 
 impl Fence {
+    /// Checks the fence's form (not whether the token is current): a lock name of 1 to
+    /// [`LOCK_NAME_BYTES_MAX`] bytes and a token of at least 1. Errors are [`InvalidRequest::BadFence`].
     pub fn validate(&self) -> Result<(), InvalidRequest> {
         if self.lock.is_empty() || self.lock.len() > LOCK_NAME_BYTES_MAX {
             return Err(InvalidRequest::BadFence(format!("the lock name must be 1 to {LOCK_NAME_BYTES_MAX} bytes")));
@@ -46,6 +51,8 @@ pub fn encode_fence_token(token: u64) -> Vec<u8> {
     token.to_be_bytes().to_vec()
 }
 
+/// The token in a fence register's value, or `None` if `bytes` is not exactly 8 bytes (not a fence
+/// register's value).
 pub fn decode_fence_token(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }

@@ -4,6 +4,8 @@
 //! [`clock::WallClock`], and every function is a plain function of its inputs. Storage, networking and
 //! the lock group live elsewhere and depend on this crate, never the other way round.
 
+#![warn(missing_docs)]
+
 pub mod clock;
 pub mod encoding;
 pub mod entry;

@@ -12,8 +12,10 @@ pub const KEY_TTL_MS_MAX: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// Members in one SetAdd or SetRemove.
 pub const SET_MEMBERS_PER_OP_MAX: usize = 10_000;
 
+/// The limits that a deployment configures (the others are the constants above, the same everywhere).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// The largest register value, and the largest single set member, in bytes.
     pub value_bytes_max: usize,
 }
 
@@ -26,28 +28,67 @@ impl Default for Limits {
 /// A request that is wrong everywhere and always: the client must change it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidRequest {
+    /// The key has no bytes.
     #[error("the key is empty")]
     EmptyKey,
+    /// The key is longer than [`KEY_BYTES_MAX`].
     #[error("the key is {len} bytes; the limit is {KEY_BYTES_MAX}")]
-    KeyTooLong { len: usize },
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+    },
+    /// A register value is longer than [`Limits::value_bytes_max`].
     #[error("the value is {len} bytes; the limit is {max}")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The configured limit in bytes.
+        max: usize,
+    },
+    /// A TTL of zero or less.
     #[error("a TTL must be positive; got {ttl_ms} ms")]
-    TtlNotPositive { ttl_ms: i64 },
+    TtlNotPositive {
+        /// The TTL as sent, in milliseconds.
+        ttl_ms: i64,
+    },
+    /// A TTL longer than [`KEY_TTL_MS_MAX`].
     #[error("a TTL of {ttl_ms} ms is over the limit of {KEY_TTL_MS_MAX} ms (10 years)")]
-    TtlTooLong { ttl_ms: i64 },
+    TtlTooLong {
+        /// The TTL as sent, in milliseconds.
+        ttl_ms: i64,
+    },
+    /// A SetAdd or SetRemove with an empty member list.
     #[error("{op} needs at least one member")]
-    NoMembers { op: &'static str },
+    NoMembers {
+        /// The operation's name (see [`Op::name`]).
+        op: &'static str,
+    },
+    /// A SetAdd or SetRemove with more than [`SET_MEMBERS_PER_OP_MAX`] members.
     #[error("{op} has {count} members; the limit is {SET_MEMBERS_PER_OP_MAX}")]
-    TooManyMembers { op: &'static str, count: usize },
+    TooManyMembers {
+        /// The operation's name (see [`Op::name`]).
+        op: &'static str,
+        /// How many members it had.
+        count: usize,
+    },
+    /// A set member longer than [`Limits::value_bytes_max`].
     #[error("a set member is {len} bytes; the limit is {max}")]
-    MemberTooLarge { len: usize, max: usize },
+    MemberTooLarge {
+        /// The member's length in bytes.
+        len: usize,
+        /// The configured limit in bytes.
+        max: usize,
+    },
+    /// The key starts with [`crate::fence::RESERVED_KEY_PREFIX`], which only geostore itself writes.
     #[error("keys starting with bytes ff 00 are reserved for geostore")]
     ReservedKey,
+    /// A malformed fence (see [`crate::Fence::validate`]); the text says what is wrong.
     #[error("bad fence: {0}")]
     BadFence(String),
 }
 
+/// Checks a key on its own: 1 to [`KEY_BYTES_MAX`] bytes. Reads use this; writes use [`Limits::validate`],
+/// which also refuses reserved keys.
 pub fn validate_key(key: &[u8]) -> Result<(), InvalidRequest> {
     if key.is_empty() {
         return Err(InvalidRequest::EmptyKey);

@@ -1,3 +1,6 @@
+//! Identity and order of writes: which replica made a write ([`ReplicaId`]) and where it stands in the
+//! order that decides which of two writes wins ([`Marker`]).
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Hlc;
@@ -17,11 +20,14 @@ pub struct ReplicaId(pub u64);
 pub struct Marker {
     /// Fencing token the write was made under; 0 for an unfenced write.
     pub fence: u64,
+    /// The write's timestamp from its replica's hybrid logical clock.
     pub hlc: Hlc,
+    /// The replica that made the write.
     pub replica: ReplicaId,
 }
 
 impl Marker {
+    /// The marker of a write under fencing token `fence` (0 for none), stamped `hlc` by `replica`.
     pub fn new(fence: u64, hlc: Hlc, replica: ReplicaId) -> Self {
         Self { fence, hlc, replica }
     }

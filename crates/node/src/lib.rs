@@ -65,6 +65,7 @@ async fn collect_garbage(
                 Err(error) => tracing::warn!(partition, %error, "tombstone collection failed"),
             }
         }
+        store.metrics().gc_passes.inc();
     }
 }
 

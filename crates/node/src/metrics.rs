@@ -33,6 +33,9 @@ pub struct Metrics {
     pub clock_drift_refusals: IntCounter,
     /// Dead keys (deleted or expired) removed once every site had acknowledged them.
     pub tombstones_collected: IntCounter,
+    /// Passes of the tombstone collector over every partition, whether or not they removed anything: a
+    /// test that checks nothing was collected waits for a pass to have run.
+    pub gc_passes: IntCounter,
     /// Fenced writes refused because this replica knew a higher token for their lock.
     pub fenced_rejections: IntCounter,
 }
@@ -94,6 +97,11 @@ impl Metrics {
             "Deleted or expired keys removed once every site acknowledged them",
         )
         .expect("valid metric");
+        let gc_passes = IntCounter::new(
+            "geostore_gc_passes_total",
+            "Passes of the tombstone collector over every partition, including those that removed nothing",
+        )
+        .expect("valid metric");
         let fenced_rejections = IntCounter::new(
             "geostore_fenced_rejections_total",
             "Fenced writes refused because this replica knew a higher token for their lock",
@@ -101,6 +109,7 @@ impl Metrics {
         .expect("valid metric");
         for collector in [
             Box::new(tombstones_collected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(gc_passes.clone()),
             Box::new(fenced_rejections.clone()),
             Box::new(replication_lag_seconds.clone()),
             Box::new(replicated_records.clone()),
@@ -130,6 +139,7 @@ impl Metrics {
             anti_entropy_repairs,
             clock_drift_refusals,
             tombstones_collected,
+            gc_passes,
             fenced_rejections,
         }
     }

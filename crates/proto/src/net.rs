@@ -21,6 +21,7 @@ pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
 
+/// A connection of any kind, as a [`Dialer`] returns it.
 pub type BoxConn = Box<dyn Conn>;
 
 /// A connection being opened.
@@ -46,6 +47,7 @@ impl std::fmt::Debug for Dialer {
 }
 
 impl Dialer {
+    /// A dialer that opens every connection with `dial` (the simulation's network, say) instead of TCP.
     pub fn custom(dial: impl Fn(Uri) -> DialFuture + Send + Sync + 'static) -> Self {
         Dialer::Custom(Arc::new(dial))
     }
@@ -53,7 +55,7 @@ impl Dialer {
     /// A channel connected now, giving up after `connect_timeout`.
     ///
     /// A failure to connect, here or when a channel reconnects, is reported as
-    /// [`NotConnected`](crate::outcome::NotConnected), which is how a caller knows from data that a call
+    /// [`NotConnected`], which is how a caller knows from data that a call
     /// failing with it was never sent. Set no connect timeout on `endpoint` itself: tonic's would report a
     /// timeout as a plain error.
     pub async fn connect(

@@ -5,6 +5,8 @@
 //! node's store keeps its key schema in `geostore_node::store::keys`). Group commit lives above this trait
 //! (in the node's write path), so both implementations get it.
 
+#![warn(missing_docs)]
+
 mod lossy;
 mod memory;
 mod rocks;
@@ -28,8 +30,10 @@ pub enum Space {
 }
 
 impl Space {
+    /// Every space, in declaration order (RocksDB opens one column family for each).
     pub const ALL: [Space; 4] = [Space::Data, Space::Log, Space::Meta, Space::Raft];
 
+    /// The space's name, which is also its RocksDB column family's name: renaming one loses its data.
     pub fn name(self) -> &'static str {
         match self {
             Space::Data => "data",
@@ -56,29 +60,49 @@ pub struct Batch {
     changes: Vec<Change>,
 }
 
+/// One change in a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Put { space: Space, key: Vec<u8>, value: Vec<u8> },
-    Delete { space: Space, key: Vec<u8> },
+    /// Set `key` in `space` to `value`, replacing any value it had.
+    Put {
+        /// The key space.
+        space: Space,
+        /// The key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` from `space`; removing an absent key is no error.
+    Delete {
+        /// The key space.
+        space: Space,
+        /// The key.
+        key: Vec<u8>,
+    },
 }
 
 impl Batch {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds setting `key` in `space` to `value`. Within a batch, a later change to the same key wins.
     pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
         self.changes.push(Change::Put { space, key, value });
     }
 
+    /// Adds removing `key` from `space`. Within a batch, a later change to the same key wins.
     pub fn delete(&mut self, space: Space, key: Vec<u8>) {
         self.changes.push(Change::Delete { space, key });
     }
 
+    /// Whether the batch has no changes.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
 
+    /// The number of changes in the batch.
     pub fn len(&self) -> usize {
         self.changes.len()
     }
@@ -88,23 +112,29 @@ impl Batch {
         self.changes.extend(other.changes);
     }
 
+    /// The changes, in the order they were added (and are applied).
     pub fn changes(&self) -> &[Change] {
         &self.changes
     }
 }
 
+/// A failed storage call. The node treats any failed write as the disk failing: it takes no more writes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
+    /// RocksDB refused or failed the call (an I/O error, corruption, a locked directory).
     #[error("RocksDB: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A failure of an implementation other than RocksDB, described in words.
     #[error("{0}")]
     Other(String),
 }
 
+/// The result of a storage call.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// An ordered key-value store with atomic batches. Implementations are safe to call from many threads.
 pub trait Storage: Send + Sync + 'static {
+    /// The value of `key` in `space`, or `None` if it has none. Sees every write that has returned.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Applies every change in `batch` atomically. With [`Durability::Sync`] the batch is on stable

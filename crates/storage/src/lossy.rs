@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use crate::{Batch, Durability, MemoryStorage, Result, Space, Storage};
 
+/// A [`MemoryStorage`] that remembers which writes were synced, so that a test can simulate a power loss
+/// with [`LossyMemoryStorage::lose_unsynced`].
 #[derive(Default)]
 pub struct LossyMemoryStorage {
     inner: Mutex<Disk>,
@@ -24,6 +26,7 @@ struct Disk {
 }
 
 impl LossyMemoryStorage {
+    /// An empty storage with nothing unsynced.
     pub fn new() -> Self {
         Self::default()
     }

@@ -13,6 +13,7 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// An empty storage.
     pub fn new() -> Self {
         Self::default()
     }
