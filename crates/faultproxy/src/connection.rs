@@ -51,10 +51,10 @@ struct Chunk {
 
 /// Runs one accepted connection until both directions have ended, an error occurs, or it is reset.
 pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, reset: Arc<Notify>, registration: Registration) {
-    let mut shutdown = shared.shutdown.subscribe();
+    let shutdown = shared.shutdown.clone();
     let upstream = tokio::select! {
         _ = reset.notified() => None,
-        _ = wait_true(&mut shutdown) => None,
+        _ = shutdown.cancelled() => None,
         upstream = connect_upstream(&shared) => match upstream {
             Ok(upstream) => Some(upstream),
             Err(error) => {
@@ -75,7 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, reset: Arc<Notif
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let outcome = tokio::select! {
         _ = reset.notified() => Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset by the fault proxy")),
-        _ = wait_true(&mut shutdown) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "fault proxy shut down")),
+        _ = shutdown.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "fault proxy shut down")),
         outcome = async {
             tokio::try_join!(
                 pump(&shared, Direction::Forward, &mut client_read, &mut upstream_write),
@@ -109,12 +109,6 @@ pub(crate) fn reset_stream(stream: &TcpStream) {
     if let Err(error) = stream.set_zero_linger() {
         tracing::debug!(%error, "fault proxy: cannot set SO_LINGER to 0");
     }
-}
-
-/// Waits until the flag is true (or its sender is gone, which also means the link is going away).
-pub(crate) async fn wait_true(flag: &mut watch::Receiver<bool>) {
-    // The reference `wait_for` returns holds the watch's lock, so it is dropped here rather than returned.
-    let _ = flag.wait_for(|set| *set).await;
 }
 
 /// Waits until `direction` is not cut.

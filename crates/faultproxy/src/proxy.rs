@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection;
 use crate::faults::{Faults, ProxyStats};
@@ -44,8 +45,8 @@ pub(crate) struct Shared {
     pub(crate) upstream: SocketAddr,
     /// The current faults; connection tasks watch it so that a change applies to them at once.
     pub(crate) faults: watch::Sender<Faults>,
-    /// Becomes true once the link shuts down; every task watches it.
-    pub(crate) shutdown: watch::Sender<bool>,
+    /// Cancelled once the link shuts down; every task watches it.
+    pub(crate) shutdown: CancellationToken,
     /// One permit per connection that may still be opened; `shutdown` waits for all to come back.
     connection_permits: Arc<Semaphore>,
     /// Open connections by id, each with the notification that resets it.
@@ -72,7 +73,7 @@ impl Proxy {
             local_addr: listener.local_addr()?,
             upstream,
             faults: watch::Sender::new(Faults::default()),
-            shutdown: watch::Sender::new(false),
+            shutdown: CancellationToken::new(),
             connection_permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
             connections: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(0),
@@ -138,10 +139,10 @@ impl Proxy {
     /// waits until the listening socket and every connection socket are closed.
     pub async fn shutdown(self) {
         let shared = self.handle.shared.clone();
-        shared.shutdown.send_replace(true);
+        shared.shutdown.cancel();
         let accept_task = self.handle.accept_task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(accept_task) = accept_task {
-            // The accept loop only ends by seeing the shutdown flag, and it never panics on purpose.
+            // The accept loop only ends by seeing the cancellation, and it never panics on purpose.
             let _ = accept_task.await;
         }
         // With the accept loop gone no connection can start, so once all permits are back every connection
@@ -153,7 +154,7 @@ impl Proxy {
 impl Drop for Handle {
     fn drop(&mut self) {
         // The last clone is gone, so nobody can stop the link any more: stop it now rather than leak it.
-        self.shared.shutdown.send_replace(true);
+        self.shared.shutdown.cancel();
     }
 }
 
@@ -178,10 +179,9 @@ impl Drop for Registration {
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
-            _ = crate::connection::wait_true(&mut shutdown) => return,
+            _ = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
