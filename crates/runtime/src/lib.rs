@@ -6,12 +6,16 @@
 //!   in production and by the simulation harness ([`random::seed`]) so that a seed replays the same
 //!   delays. It is not the generator openraft's election timeouts draw from (that one is
 //!   `geostore_lockgroup::runtime`), so retries do not shift elections.
+//! - [`group_commit`]: the loop of the threads that write queued work together, one fsync per group,
+//!   with a bound on each group: the node's store writer and the lock group's Raft log flusher.
 //!
 //! **Never** reads the system clock or does I/O: a backoff says how long to wait, the caller sleeps on
-//! its own (tokio's, or the simulation's) clock.
+//! its own (tokio's, or the simulation's) clock; the group-commit loop blocks only on its queue, and the
+//! caller's commit closure does the writing.
 
 #![warn(missing_docs)]
 
+pub mod group_commit;
 pub mod random;
 
 use std::time::Duration;
