@@ -8,12 +8,16 @@
 //!   `geostore_lockgroup::runtime`), so retries do not shift elections.
 //! - [`shutdown`]: one cancellation token and one task tracker per node, instead of a flag handed to
 //!   every task.
+//! - [`group_commit`]: the loop of the threads that write queued work together, one fsync per group,
+//!   with a bound on each group: the node's store writer and the lock group's Raft log flusher.
 //!
-//! **Never** reads the system clock or does I/O: a backoff says how long to wait, and every sleep is on
-//! tokio's clock, which the simulation harness controls.
+//! **Never** reads the system clock or does I/O: a backoff says how long to wait, every sleep is on
+//! tokio's clock (which the simulation harness controls), the group-commit loop blocks only on its
+//! queue, and the caller's commit closure does the writing.
 
 #![warn(missing_docs)]
 
+pub mod group_commit;
 pub mod random;
 pub mod shutdown;
 

@@ -1,7 +1,8 @@
 //! The writer: the one thread (or, in the simulation, the one inline caller) that changes the store, and
 //! its group commit.
 //!
-//! The writer takes every request that is waiting, up to `group_ops_max` operations, applies them in
+//! The writer takes every request that is waiting, up to `group_ops_max` operations (the loop is
+//! [`geostore_runtime::group_commit`], shared with the lock group's log flusher), applies them in
 //! order to one [`Group`] (`apply.rs`), adds the bookkeeping (sequences, cursors, `seen`, HLC limits) to
 //! the group's batch, writes it with one fsync, and only then publishes the new progress and answers
 //! every request of the group. Concurrent callers so share one fsync, and nothing is acknowledged before
@@ -13,6 +14,7 @@
 use std::sync::Arc;
 
 use geostore_model::{Entry, Hlc};
+use geostore_runtime::group_commit;
 use geostore_storage::{Durability, Space, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,6 +57,8 @@ pub(super) enum Request {
 }
 
 impl Request {
+    /// What this request counts against `group_ops_max`: its operations (records, entries, candidates),
+    /// and at least one.
     pub(super) fn op_count(&self) -> usize {
         match self {
             Request::Write { ops, .. } => ops.len(),
@@ -86,21 +90,11 @@ enum Reply {
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
-        while let Some(first) = receiver.blocking_recv() {
-            let mut ops = first.op_count();
-            let mut group = vec![first];
-            while ops < self.group_ops_max {
-                match receiver.try_recv() {
-                    Ok(request) => {
-                        ops += request.op_count();
-                        group.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(group);
-        }
+    /// The writer thread: commits the queued requests in groups of up to `group_ops_max` operations (the
+    /// request that reaches the bound is the group's last) until every sender is gone.
+    pub(super) fn run(mut self, receiver: mpsc::Receiver<Request>) {
+        let group_ops_max = self.group_ops_max;
+        group_commit::run(receiver, group_ops_max, Request::op_count, |group| self.commit_group(group));
         tracing::info!("writer stopped");
     }
 
