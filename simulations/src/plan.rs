@@ -83,8 +83,10 @@ pub enum Fault {
     MinorityPartition { site: usize },
     /// The link between two sites gets slow.
     Delay { a: usize, b: usize, extra_ms: u64 },
-    /// The link between two sites fails and recovers at random, dropping what is in flight.
-    Loss { a: usize, b: usize, rate_percent: u32 },
+    /// The link between the two sites' nodes fails and recovers at random, dropping what is in flight:
+    /// each message sent on it breaks it with a chance of `rate_per_mille` thousandths (turmoil's link
+    /// fail rate), and the next message after a break repairs it.
+    Loss { a: usize, b: usize, rate_per_mille: u32 },
     /// Message latencies on one site's links vary widely, so messages on different connections overtake
     /// each other (turmoil keeps each TCP stream in order, as TCP does).
     Reorder { site: usize },
@@ -239,7 +241,7 @@ fn pick_fault(rng: &mut StdRng) -> Fault {
         2 => Fault::OneWay { from: site, to: other },
         3 => Fault::MinorityPartition { site },
         4 => Fault::Delay { a: site, b: other, extra_ms: rng.random_range(100..=1_000) },
-        5 => Fault::Loss { a: site, b: other, rate_percent: rng.random_range(1..=5) },
+        5 => Fault::Loss { a: site, b: other, rate_per_mille: rng.random_range(1..=5) },
         6 => Fault::Reorder { site },
         7 => Fault::Crash { site, power_loss: false },
         8 => Fault::Crash { site, power_loss: true },
