@@ -156,6 +156,13 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
+impl Scheduled {
+    /// `fault` from `at_ms` for `lasts_ms`, both in simulated milliseconds from the start of the run.
+    pub fn new(at_ms: u64, lasts_ms: u64, fault: Fault) -> Scheduled {
+        Scheduled { at: Duration::from_millis(at_ms), lasts: Duration::from_millis(lasts_ms), fault }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub seed: u64,
@@ -190,6 +197,50 @@ impl Plan {
         let faults = schedule(&mut rng, profile);
         Plan { seed, profile, latency_ms, sync_always, faults, network_seed, raft_seed, app_seeds }
     }
+
+    /// A plan written by hand (a scripted scenario): the faults with their times, each node's sync policy
+    /// and the one-way latencies between sites in ms (`one_way_ms[0]` dc0–dc1, `[1]` dc0–dc2, `[2]`
+    /// dc1–dc2). None of it comes from the random plan generator, so changing [`Plan::new`] cannot change
+    /// the scenario. The seeds of the network, of openraft's elections and of each application come from
+    /// `seed` through a fixed mix of its own (not the generator's), so the same arguments always give the
+    /// same plan; the workload itself is still drawn from those application seeds.
+    pub fn scripted(
+        seed: u64,
+        profile: Profile,
+        one_way_ms: [u64; 3],
+        sync_always: [bool; SITES],
+        mut faults: Vec<Scheduled>,
+    ) -> Plan {
+        let mut latency_ms = [[1; SITES]; SITES];
+        for (&(a, b), &ms) in [(0, 1), (0, 2), (1, 2)].iter().zip(&one_way_ms) {
+            latency_ms[a][b] = ms;
+            latency_ms[b][a] = ms;
+        }
+        let mut state = seed;
+        let mut next = || splitmix64(&mut state);
+        let network_seed = next();
+        let raft_seed = next();
+        let app_seeds = (0..SITES * profile.apps_per_site).map(|_| next()).collect();
+        faults.sort_by_key(|f| f.at);
+        Plan { seed, profile, latency_ms, sync_always, faults, network_seed, raft_seed, app_seeds }
+    }
+
+    /// The same plan with the seeds of the network, of openraft's elections and of each application (one
+    /// per application, site by site) given explicitly: a scripted scenario that replays a run a seed once
+    /// gave pins them to the values that seed's plan had.
+    pub fn with_seeds(self, network_seed: u64, raft_seed: u64, app_seeds: Vec<u64>) -> Plan {
+        assert_eq!(app_seeds.len(), SITES * self.profile.apps_per_site, "one seed per application");
+        Plan { network_seed, raft_seed, app_seeds, ..self }
+    }
+}
+
+/// One step of splitmix64: a fixed, well-mixed sequence of 64-bit values from any starting state.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Network and node faults one at a time, each in its own window of the workload; clock faults on a
