@@ -83,8 +83,10 @@ pub enum Fault {
     MinorityPartition { site: usize },
     /// The link between two sites gets slow.
     Delay { a: usize, b: usize, extra_ms: u64 },
-    /// The link between two sites fails and recovers at random, dropping what is in flight.
-    Loss { a: usize, b: usize, rate_percent: u32 },
+    /// The link between the two sites' nodes fails and recovers at random, dropping what is in flight:
+    /// each message sent on it breaks it with a chance of `rate_per_mille` thousandths (turmoil's link
+    /// fail rate), and the next message after a break repairs it.
+    Loss { a: usize, b: usize, rate_per_mille: u32 },
     /// Message latencies on one site's links vary widely, so messages on different connections overtake
     /// each other (turmoil keeps each TCP stream in order, as TCP does).
     Reorder { site: usize },
@@ -154,6 +156,13 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
+impl Scheduled {
+    /// `fault` from `at_ms` for `lasts_ms`, both in simulated milliseconds from the start of the run.
+    pub fn new(at_ms: u64, lasts_ms: u64, fault: Fault) -> Scheduled {
+        Scheduled { at: Duration::from_millis(at_ms), lasts: Duration::from_millis(lasts_ms), fault }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub seed: u64,
@@ -188,6 +197,50 @@ impl Plan {
         let faults = schedule(&mut rng, profile);
         Plan { seed, profile, latency_ms, sync_always, faults, network_seed, raft_seed, app_seeds }
     }
+
+    /// A plan written by hand (a scripted scenario): the faults with their times, each node's sync policy
+    /// and the one-way latencies between sites in ms (`one_way_ms[0]` dc0–dc1, `[1]` dc0–dc2, `[2]`
+    /// dc1–dc2). None of it comes from the random plan generator, so changing [`Plan::new`] cannot change
+    /// the scenario. The seeds of the network, of openraft's elections and of each application come from
+    /// `seed` through a fixed mix of its own (not the generator's), so the same arguments always give the
+    /// same plan; the workload itself is still drawn from those application seeds.
+    pub fn scripted(
+        seed: u64,
+        profile: Profile,
+        one_way_ms: [u64; 3],
+        sync_always: [bool; SITES],
+        mut faults: Vec<Scheduled>,
+    ) -> Plan {
+        let mut latency_ms = [[1; SITES]; SITES];
+        for (&(a, b), &ms) in [(0, 1), (0, 2), (1, 2)].iter().zip(&one_way_ms) {
+            latency_ms[a][b] = ms;
+            latency_ms[b][a] = ms;
+        }
+        let mut state = seed;
+        let mut next = || splitmix64(&mut state);
+        let network_seed = next();
+        let raft_seed = next();
+        let app_seeds = (0..SITES * profile.apps_per_site).map(|_| next()).collect();
+        faults.sort_by_key(|f| f.at);
+        Plan { seed, profile, latency_ms, sync_always, faults, network_seed, raft_seed, app_seeds }
+    }
+
+    /// The same plan with the seeds of the network, of openraft's elections and of each application (one
+    /// per application, site by site) given explicitly: a scripted scenario that replays a run a seed once
+    /// gave pins them to the values that seed's plan had.
+    pub fn with_seeds(self, network_seed: u64, raft_seed: u64, app_seeds: Vec<u64>) -> Plan {
+        assert_eq!(app_seeds.len(), SITES * self.profile.apps_per_site, "one seed per application");
+        Plan { network_seed, raft_seed, app_seeds, ..self }
+    }
+}
+
+/// One step of splitmix64: a fixed, well-mixed sequence of 64-bit values from any starting state.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Network and node faults one at a time, each in its own window of the workload; clock faults on a
@@ -239,7 +292,7 @@ fn pick_fault(rng: &mut StdRng) -> Fault {
         2 => Fault::OneWay { from: site, to: other },
         3 => Fault::MinorityPartition { site },
         4 => Fault::Delay { a: site, b: other, extra_ms: rng.random_range(100..=1_000) },
-        5 => Fault::Loss { a: site, b: other, rate_percent: rng.random_range(1..=5) },
+        5 => Fault::Loss { a: site, b: other, rate_per_mille: rng.random_range(1..=5) },
         6 => Fault::Reorder { site },
         7 => Fault::Crash { site, power_loss: false },
         8 => Fault::Crash { site, power_loss: true },

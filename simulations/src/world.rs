@@ -182,10 +182,10 @@ impl Driver<'_> {
                 }
                 Heal::Latency(pairs)
             }
-            Fault::Loss { a, b, rate_percent } => {
+            Fault::Loss { a, b, rate_per_mille } => {
                 let pairs = vec![(node_host(a), node_host(b))];
                 for (x, y) in &pairs {
-                    sim.set_link_fail_rate(x.as_str(), y.as_str(), f64::from(rate_percent) / 1_000.0);
+                    sim.set_link_fail_rate(x.as_str(), y.as_str(), f64::from(rate_per_mille) / 1_000.0);
                 }
                 Heal::Loss(pairs)
             }
