@@ -56,13 +56,13 @@ fn node_settings(site: usize, plan: &Plan) -> NodeSettings {
         data_dir: Some("/simulated".into()),
         listen: Some(format!("0.0.0.0:{NODE_PORT}")),
         sync: Some(if plan.sync_always[site] { SyncPolicy::Always } else { SyncPolicy::None }),
-        anti_entropy_interval_ms: Some(5_000),
+        anti_entropy_interval_ms: Some(Duration::from_secs(5)),
         // Short change logs, so that a site cut off for a few seconds falls behind the log's start and
         // must catch up by anti-entropy (a path the default retention of a million records never takes
         // in a one-minute run).
         partitions: Some(4),
         log_retention_ops: Some(32),
-        log_trim_interval_ms: Some(1_000),
+        log_trim_interval_ms: Some(Duration::from_secs(1)),
         ..topology.settings(site, &direct(&topology))
     }
 }

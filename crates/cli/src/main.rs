@@ -13,7 +13,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "geostore", version, about = "A geo-replicated CRDT store with fenced global locks")]
@@ -48,13 +48,17 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_UNKNOWN: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept beside the parsed commands: `node` lays the flags given over its config file,
+    // and only the matches tell a flag given from one left out.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
     match cli.command {
         Command::Node(args) => {
             init_logging(NODE_LOG_FILTER);
-            runtime.block_on(node::run(*args))
+            let node_matches = matches.subcommand_matches("node").expect("the node subcommand was given");
+            runtime.block_on(node::run(*args, node_matches))
         }
         Command::Dev(args) => {
             init_logging(NODE_LOG_FILTER);
