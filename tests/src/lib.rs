@@ -365,3 +365,27 @@ pub async fn wait_for_leader(endpoints: &[String], within: Duration) -> u64 {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_until_returns_the_value_once_the_condition_holds() {
+        let mut polls = 0;
+        let value = wait_until("the third poll", Duration::from_secs(10), || {
+            polls += 1;
+            let seen = polls;
+            async move { if seen >= 3 { Ok(seen * 10) } else { Err(seen) } }
+        })
+        .await;
+        assert_eq!(value, 30);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "for a condition that never holds; last observed: \"still no\"")]
+    async fn wait_until_names_what_it_waited_for_and_the_last_value_when_time_runs_out() {
+        wait_until("a condition that never holds", Duration::from_millis(200), || async { Err::<(), _>("still no") })
+            .await;
+    }
+}

@@ -70,6 +70,7 @@ async fn main() {
             }
         };
         emit(json!({"event": "read", "worker": name, "element": element, "token": token}));
+        // Widen the window between the read and the write, so that the test's pauses land inside it.
         tokio::time::sleep(Duration::from_millis(150)).await;
         elements.push(element.clone());
         let writer = if fenced { guard.client() } else { client.clone() };
