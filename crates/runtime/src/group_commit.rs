@@ -116,12 +116,7 @@ mod tests {
         }
         drop(sender);
         let mut groups = Vec::new();
-        run(
-            receiver,
-            weight_max,
-            |job| job.weight,
-            |group| groups.push(group.iter().map(|job| job.number).collect()),
-        );
+        run(receiver, weight_max, |job| job.weight, |group| groups.push(group.iter().map(|job| job.number).collect()));
         groups
     }
 

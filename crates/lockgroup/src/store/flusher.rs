@@ -42,7 +42,10 @@ pub(super) struct Append {
 enum FlushJob {
     Append(Append),
     /// A truncation or purge: written in order after every earlier append; `done` gets the result.
-    Remove { batch: Batch, done: mpsc::Sender<Result<(), String>> },
+    Remove {
+        batch: Batch,
+        done: mpsc::Sender<Result<(), String>>,
+    },
 }
 
 impl FlushJob {
