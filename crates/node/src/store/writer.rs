@@ -57,8 +57,8 @@ pub(super) enum Request {
 }
 
 impl Request {
-    /// What this request counts against `group_ops_max`: its operations (records, entries, candidates),
-    /// and at least one.
+    /// What this request counts against `group_ops_max`: its operations, records, entries or candidates
+    /// (at least one: a write is never empty, and the group-commit loop counts any request as one or more).
     pub(super) fn op_count(&self) -> usize {
         match self {
             Request::Write { ops, .. } => ops.len(),
