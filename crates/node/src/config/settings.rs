@@ -94,7 +94,7 @@ pub struct NodeSettings {
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_in_help = LOG_RETENTION_DEFAULT)]
     #[serde(deserialize_with = "duration::deserialize")]
     pub log_retention_ms: Option<Duration>,
-    /// How often each partition is compared with each peer by Merkle digest (at least 100ms).
+    /// How often each partition is compared with each peer by its bucket digests (at least 100ms).
     #[arg(
         long,
         value_name = "DURATION",
