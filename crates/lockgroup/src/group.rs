@@ -46,9 +46,15 @@ pub struct Timing {
     pub election_timeout_max_ms: u64,
 }
 
+impl Timing {
+    /// The defaults (also what `geostore node --help` shows for the `--raft-*` flags).
+    pub const DEFAULT: Timing =
+        Timing { heartbeat_ms: 250, election_timeout_min_ms: 1250, election_timeout_max_ms: 2500 };
+}
+
 impl Default for Timing {
     fn default() -> Self {
-        Timing { heartbeat_ms: 250, election_timeout_min_ms: 1250, election_timeout_max_ms: 2500 }
+        Timing::DEFAULT
     }
 }
 

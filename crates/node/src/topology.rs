@@ -54,17 +54,6 @@ impl Topology {
         Topology { nodes }
     }
 
-    /// The sites, in the order of their first node.
-    pub fn sites(&self) -> Vec<&str> {
-        let mut sites: Vec<&str> = Vec::new();
-        for node in &self.nodes {
-            if !sites.contains(&node.site.as_str()) {
-                sites.push(&node.site);
-            }
-        }
-        sites
-    }
-
     /// What node `i` pulls from: the node of every other site, as `route` reaches it.
     pub fn peers(&self, i: usize, route: Route) -> Vec<PeerConfig> {
         let own_site = &self.nodes[i].site;
@@ -142,7 +131,6 @@ mod tests {
     #[test]
     fn each_node_pulls_from_every_other_site_and_knows_every_member() {
         let topology = three();
-        assert_eq!(topology.sites(), ["a", "b", "c"]);
         let peers = topology.peers(1, &direct(&topology));
         let peers: Vec<(&str, &str)> = peers.iter().map(|p| (p.site.as_str(), p.endpoint.as_str())).collect();
         assert_eq!(peers, [("a", "http://127.0.0.1:7000"), ("c", "http://127.0.0.1:7002")]);

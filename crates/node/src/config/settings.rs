@@ -15,6 +15,7 @@ use clap::FromArgMatches;
 use serde::Deserialize;
 
 use super::duration;
+use geostore_lockgroup::Timing;
 
 /// The site a node is in when none is given.
 pub const SITE_DEFAULT: &str = "local";
@@ -35,9 +36,9 @@ pub const GC_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 pub const CLOCK_OFFSET_MS_DEFAULT: i64 = 0;
 /// The Raft timing defaults suit sites about 80 ms apart: a heartbeat well inside the election timeout,
 /// and an election timeout of several round trips, so that a slow link does not cause needless elections.
-pub const RAFT_HEARTBEAT_DEFAULT: Duration = Duration::from_millis(250);
-pub const RAFT_ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(1250);
-pub const RAFT_ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(2500);
+pub const RAFT_HEARTBEAT_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.heartbeat_ms);
+pub const RAFT_ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.election_timeout_min_ms);
+pub const RAFT_ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.election_timeout_max_ms);
 pub const RAFT_SNAPSHOT_EVERY_ENTRIES_DEFAULT: u64 = 10_000;
 pub const LOCK_DELAY_DEFAULT: Duration = Duration::ZERO;
 

@@ -3,6 +3,8 @@
 use geostore_model::{InvalidRequest, Limits, OpError};
 use geostore_storage::{Durability, StorageError};
 
+use crate::config;
+
 /// Settings of the store engine.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -35,16 +37,16 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            site: "local".to_string(),
-            partitions: geostore_model::DEFAULT_PARTITIONS,
+            site: config::SITE_DEFAULT.to_string(),
+            partitions: config::PARTITIONS_DEFAULT,
             durability: Durability::Sync,
             limits: Limits::default(),
-            max_drift_ms: 500,
-            write_queue_max: 4096,
-            group_ops_max: 2048,
-            log_retention_ops: 1_000_000,
-            log_retention_bytes: 4 * 1024 * 1024 * 1024,
-            log_retention_ms: 24 * 3600 * 1000,
+            max_drift_ms: config::MAX_DRIFT_DEFAULT.as_millis() as u64,
+            write_queue_max: config::WRITE_QUEUE_MAX_DEFAULT,
+            group_ops_max: config::GROUP_OPS_MAX_DEFAULT,
+            log_retention_ops: config::LOG_RETENTION_OPS_DEFAULT,
+            log_retention_bytes: config::LOG_RETENTION_BYTES_DEFAULT,
+            log_retention_ms: config::LOG_RETENTION_DEFAULT.as_millis() as u64,
             inline_writer: false,
         }
     }
