@@ -15,11 +15,12 @@ pub struct Violation {
     pub message: String,
 }
 
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     "converge-after-heal",
     "no-lost-acknowledged-write",
     "read-your-writes",
     "causal-read",
+    "write-origin",
     "lock-linearizable",
     "checkers-agree",
     "no-stale-token-survives",
@@ -116,7 +117,19 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
                 }
             }
             // A causal token for a write lost with the unsynced tail names a write nobody has.
-            Call::CausalRead { key, site, expected, read } if op.outcome == Outcome::Ok && facts.lossy.is_empty() => {
+            Call::CausalRead { key, site, expected, read, writer_site, home }
+                if op.outcome == Outcome::Ok && facts.lossy.is_empty() =>
+            {
+                let home = crate::plan::site_name(*home);
+                if read.as_ref() == Some(expected) && writer_site.as_ref().is_some_and(|said| *said != home) {
+                    violation(
+                        "write-origin",
+                        format!(
+                            "app{} read {key:?} at dc{site} at {} ms: the value was written in {home}, the node said {writer_site:?}",
+                            op.process, op.invoked_ms
+                        ),
+                    );
+                }
                 let writes = per_key.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 // Writes after the expected one that may have been applied may be read instead.
                 let written_at = writes.iter().position(|w| written(w).as_ref() == Some(expected)).unwrap_or(0);
@@ -381,5 +394,43 @@ fn check_locks(facts: &Facts, violation: &mut impl FnMut(&'static str, String)) 
 fn lock_of(op: &LockOp) -> &str {
     match op {
         LockOp::Acquire { lock, .. } | LockOp::Renew { lock, .. } | LockOp::Release { lock, .. } => lock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causal_read(writer_site: Option<&str>) -> Op {
+        Op {
+            process: 0,
+            site: 1,
+            call: Call::CausalRead {
+                key: "own/a0/0".into(),
+                site: 1,
+                expected: "v1".into(),
+                read: Some("v1".into()),
+                writer_site: writer_site.map(str::to_string),
+                home: 0,
+            },
+            invoked_ms: 10,
+            completed_ms: Some(11),
+            outcome: Outcome::Ok,
+            error: String::new(),
+            reason: None,
+        }
+    }
+
+    fn invariants(ops: &[Op]) -> Vec<&'static str> {
+        let facts = Facts { ops, final_values: None, diverged: &[], lossy: &[] };
+        check(&facts).into_iter().map(|violation| violation.invariant).collect()
+    }
+
+    #[test]
+    fn a_read_that_names_the_wrong_writer_site_is_a_violation() {
+        let put = Op { call: Call::Put { key: "own/a0/0".into(), value: "v1".into() }, site: 0, ..causal_read(None) };
+        assert_eq!(invariants(&[put.clone(), causal_read(Some("dc0"))]), Vec::<&str>::new());
+        assert_eq!(invariants(&[put.clone(), causal_read(None)]), Vec::<&str>::new(), "not known yet is allowed");
+        assert_eq!(invariants(&[put, causal_read(Some("dc2"))]), ["write-origin"]);
     }
 }

@@ -53,6 +53,11 @@ pub enum Call {
         site: usize,
         expected: String,
         read: Option<String>,
+        /// The site the reading node said the value's write was made in (`None`: not said, or not yet
+        /// known there). Own keys are written only at their application's site, `home`, so it must be
+        /// that one.
+        writer_site: Option<String>,
+        home: usize,
     },
     Acquire {
         lock: String,

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use geostore_client::{Client, ConnectOptions, Outcome as ClientOutcome, Value, Wait, format_token, pb};
+use geostore_client::{Client, ConnectOptions, Outcome as ClientOutcome, Value, Wait, pb};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -172,7 +172,7 @@ impl State {
             completed_ms: Some(now_ms()),
             outcome,
             error: error.map(|error| error.message.clone()).unwrap_or_default(),
-            reason: error.and_then(|error| error.reason),
+            reason: error.and_then(|error| error.reason.clone()),
         };
         self.app.recorder.borrow_mut().record(op);
     }
@@ -294,14 +294,17 @@ impl State {
         };
         match result {
             Ok(found) => {
+                let writer_site = found.as_ref().and_then(|found| found.last_write_site.clone());
                 let read = register(found);
-                self.record(Call::CausalRead { key, site, expected, read }, invoked_ms, Outcome::Ok, None, site);
+                let call = Call::CausalRead { key, site, expected, read, writer_site, home: self.app.site };
+                self.record(call, invoked_ms, Outcome::Ok, None, site);
             }
             Err(error) => {
                 if error.code == tonic::Code::Unavailable {
                     self.clients[site] = None;
                 }
-                let call = Call::CausalRead { key, site, expected, read: None };
+                let home = self.app.site;
+                let call = Call::CausalRead { key, site, expected, read: None, writer_site: None, home };
                 self.record(call, invoked_ms, Outcome::Fail, Some(&error), site);
             }
         }
@@ -336,9 +339,9 @@ impl State {
             Ok(client) => client,
             Err(_) => return,
         };
-        let read = match grant.previous_note.as_deref().map(geostore_client::parse_token) {
-            Some(Ok(note)) => client.get_after(key.clone(), note, Some(Duration::from_secs(2))).await,
-            _ => client.get(key.clone()).await,
+        let read = match grant.previous_after.clone() {
+            Some(after) => client.get_after(key.clone(), after, Some(Duration::from_secs(2))).await,
+            None => client.get(key.clone()).await,
         };
         let previous = match read {
             Ok(found) => {
@@ -348,9 +351,9 @@ impl State {
             }
             Err(error) => {
                 self.record(Call::Read { key: key.clone(), read: None }, invoked_ms, Outcome::Fail, Some(&error), site);
-                // Could not read the predecessor's work: hand its note on and stop.
-                let note = grant.previous_note.clone();
-                self.release(&lock, token, note).await;
+                // Could not read the predecessor's work: hand its token on and stop.
+                let after = grant.previous_after.clone();
+                self.release(&lock, token, after).await;
                 return;
             }
         };
@@ -380,17 +383,22 @@ impl State {
         if self.rng.random_range(0..5) == 0 {
             return; // the lease runs out
         }
-        let note = match ack {
-            Some(ack) => ack.token.as_ref().map(format_token),
-            None => grant.previous_note.clone(),
+        let after = match ack {
+            Some(ack) => ack.token,
+            None => grant.previous_after.clone(),
         };
-        self.release(&lock, token, note).await;
+        self.release(&lock, token, after).await;
     }
 
-    async fn release(&mut self, lock: &str, token: u64, note: Option<String>) {
+    /// Releases `lock`, handing `after` (the causal token of the last write made under it) to the next
+    /// holder as a structured token.
+    async fn release(&mut self, lock: &str, token: u64, after: Option<pb::CausalToken>) {
         let l = lock.to_string();
         self.call(self.app.site, Call::Release { lock: lock.to_string(), token }, |c| async move {
-            c.release_with_note(&l, token, note.as_deref()).await
+            match after {
+                Some(after) => c.release_after(&l, token, after).await,
+                None => c.release(&l, token).await,
+            }
         })
         .await;
     }

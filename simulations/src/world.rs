@@ -413,7 +413,8 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
         sometimes.insert(
             "stale fenced write refused",
             count(&|op| {
-                matches!(op.call, Call::GuardedWrite { .. }) && op.reason == Some(geostore_client::Reason::StaleFence)
+                matches!(op.call, Call::GuardedWrite { .. })
+                    && matches!(op.reason, Some(geostore_client::Reason::StaleFence { .. }))
             }),
         );
         sometimes.insert(

@@ -280,10 +280,12 @@ impl SiteMesh {
         };
         let mut nodes = Vec::new();
         for (i, site) in sites.iter().enumerate() {
-            let mut args = topology.replication_flags(i, &through_proxy);
-            if lock_group {
-                args.extend(topology.lock_group_flags(i, &through_proxy));
-            }
+            // With a lock group the node is told the member list; without, only its site and peers.
+            let mut args = if lock_group {
+                topology.flags(i, &through_proxy)
+            } else {
+                topology.replication_flags(i, &through_proxy)
+            };
             args.extend(extra_args.iter().map(|a| a.to_string()));
             args.extend(site_args.get(i).into_iter().flat_map(|more| more.iter().map(|a| a.to_string())));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -340,7 +342,7 @@ pub fn lock_cluster(dir: &Path, extra_args: &[&str]) -> Vec<NodeProcess> {
 }
 
 /// The lock group as `endpoint` sees it.
-pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::GroupStatusResponse> {
+pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::LockGroupStatus> {
     let mut client = geostore_proto::v1::raft_client::RaftClient::connect(endpoint.to_string()).await.ok()?;
     let request = tonic::Request::new(geostore_proto::v1::GroupStatusRequest {});
     Some(client.group_status(request).await.ok()?.into_inner())

@@ -222,6 +222,10 @@ fn dev_runs_three_replicating_sites_and_keeps_their_data() {
     assert_eq!(status["partitions"], 64);
     assert_eq!(status["peers"].as_array().unwrap().len(), 2);
     assert!(status["peers"][0]["lag_ops"].is_u64() && status["peers"][0]["lag_seconds"].is_f64(), "{status}");
+    // The lock group as Cluster.Status reports it: this node is member 2, of three voters.
+    assert_eq!(status["lock_group"]["id"], 2, "{status}");
+    assert_eq!(status["lock_group"]["members"].as_array().unwrap().len(), 3, "{status}");
+    assert!(status["lock_group"]["leader_site"].is_string(), "{status}");
 
     let _ = std::process::Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status();
     assert!(dev.0.wait().unwrap().success(), "geostore dev exits 0 on SIGTERM");

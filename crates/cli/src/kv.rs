@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use geostore_client::{Client, Error, Found, Outcome, Value, WriteAck};
+use geostore_client::{Absence, Client, Error, Lookup, Outcome, Value, WriteAck};
 use serde_json::{Value as Json, json};
 
 /// Options shared by every client subcommand.
@@ -145,7 +145,14 @@ pub fn report_error(error: &Error, json: bool) -> ExitCode {
         Outcome::Unknown => ("unknown", crate::EXIT_UNKNOWN),
     };
     if json {
-        println!("{}", json!({"error": error.message, "code": format!("{:?}", error.code), "outcome": outcome}));
+        let mut object = json!({"error": error.message, "code": format!("{:?}", error.code), "outcome": outcome});
+        if let Some(reason) = &error.reason {
+            object["reason"] = json!(reason.name());
+            let fields: serde_json::Map<String, Json> =
+                reason.fields().into_iter().map(|(key, value)| (key.to_string(), json!(value))).collect();
+            object["fields"] = Json::Object(fields);
+        }
+        println!("{object}");
     } else {
         let hint = match error.outcome {
             Outcome::Failed => "nothing was changed",
@@ -168,9 +175,9 @@ fn bytes(text: &str) -> Vec<u8> {
 async fn execute(args: KvArgs) -> Result<Output, Error> {
     let client = Client::connect(&args.client.endpoints).await?;
     match args.op {
-        KvOp::Get { key, after: None, .. } => Ok(read_output(&key, client.get(key.as_str()).await?)),
+        KvOp::Get { key, after: None, .. } => Ok(read_output(&key, client.lookup(key.as_str()).await?)),
         KvOp::Get { key, after: Some(token), wait } => {
-            Ok(read_output(&key, client.get_after(key.as_str(), token, wait).await?))
+            Ok(read_output(&key, client.lookup_after(key.as_str(), token, wait).await?))
         }
         KvOp::Put { key, value, ttl, fence } => {
             Ok(write_output(&key, fence.apply(&client).put(key.as_str(), value, ttl).await?))
@@ -203,9 +210,18 @@ async fn execute(args: KvArgs) -> Result<Output, Error> {
     }
 }
 
-fn read_output(key: &str, found: Option<Found>) -> Output {
-    let Some(found) = found else {
-        return Output { text: "(nil)".to_string(), json: json!({"key": key, "found": false}) };
+fn read_output(key: &str, lookup: Lookup) -> Output {
+    let found = match lookup {
+        Lookup::Found(found) => found,
+        Lookup::Absent(absence) => {
+            let (absence, since) = match absence {
+                Absence::NoRecord => ("no_record", None),
+                Absence::Deleted { since_unix_ms } => ("deleted", Some(since_unix_ms)),
+                Absence::Expired { since_unix_ms } => ("expired", Some(since_unix_ms)),
+            };
+            let json = json!({"key": key, "found": false, "absence": absence, "absent_since_unix_ms": since});
+            return Output { text: "(nil)".to_string(), json };
+        }
     };
     let mut object = json!({
         "key": key,
@@ -213,6 +229,9 @@ fn read_output(key: &str, found: Option<Found>) -> Output {
         "type": found.value.type_name(),
         "expires_at_unix_ms": found.expires_at_unix_ms,
         "last_write_hlc": found.last_write_hlc,
+        "last_write_unix_ms": found.last_write_unix_ms,
+        "last_write_site": found.last_write_site,
+        "last_write_fence": found.last_write_fence.as_ref().map(|fence| json!({"lock": fence.lock, "token": fence.token})),
     });
     let text = match &found.value {
         Value::Register(value) => {

@@ -56,8 +56,12 @@ enum LockOp {
         #[arg(long)]
         token: u64,
         /// Left for the next holder (it finds it as `previous_note` in its grant), e.g. a causal token.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "after")]
         note: Option<String>,
+        /// The causal token (SITE:PARTITION:SEQUENCE) of the last write made under the lock, left for the
+        /// next holder (it finds it as `previous_after` in its grant); checked by the server.
+        #[arg(long, value_parser = geostore_client::parse_token)]
+        after: Option<pb::CausalToken>,
     },
     /// Every held or awaited lock.
     List,
@@ -115,6 +119,7 @@ fn grant_json(grant: &Grant) -> Json {
         "expires": grant.expires_unix_ms,
         "label": grant.label,
         "previous_note": grant.previous_note,
+        "previous_after": grant.previous_after.as_ref().map(geostore_client::format_token),
     })
 }
 
@@ -193,8 +198,11 @@ pub async fn run(args: LockArgs) -> ExitCode {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            LockOp::Release { name, token, note } => {
-                client.release_with_note(&name, token, note.as_deref()).await?;
+            LockOp::Release { name, token, note, after } => {
+                match after {
+                    Some(after) => client.release_after(&name, token, after).await?,
+                    None => client.release_with_note(&name, token, note.as_deref()).await?,
+                }
                 print(json_output, json!({"name": name, "released": true, "token": token}), "OK".into());
                 Ok(ExitCode::SUCCESS)
             }

@@ -8,7 +8,7 @@ use geostore_node::NodeSettings;
 #[derive(Args)]
 #[command(
     after_help = "DURATION: a bare number is milliseconds (250); a number with a unit works too (250ms, 2s, 1m 30s, 1day).\n\
-    Every flag is also a key of the --config file: data_dir for --data-dir, peers and lock_members for --peer and --lock-member (see deploy/node.example.toml)."
+    Every flag is also a key of the --config file: data_dir for --data-dir, members for --member, peers and lock_members for --peer and --lock-member (see deploy/node.example.toml)."
 )]
 pub struct NodeArgs {
     /// TOML file with settings; flags override it.

@@ -24,12 +24,14 @@ pub async fn run(args: StatusArgs) -> ExitCode {
         Err(error) => return crate::kv::report_error(&error, json),
     };
     // `None` if the node is not in a lock group.
-    let group = client.group_status().await.ok();
+    let group = status.lock_group.clone();
     let group_json = group.as_ref().map(|group| {
         json!({
             "id": group.id,
             "state": group.state,
             "leader": group.leader,
+            "leader_site": group.leader_site,
+            "leader_endpoint": group.leader_endpoint,
             "term": group.term,
             "last_log_index": group.last_log_index,
             "applied_index": group.applied_index,
@@ -105,7 +107,11 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                     "lock group: member {} is {}, leader {}, term {}, log {} (applied {})",
                     group.id,
                     group.state,
-                    if group.leader == 0 { "unknown".to_string() } else { group.leader.to_string() },
+                    if group.leader == 0 {
+                        "unknown".to_string()
+                    } else {
+                        format!("{} (site {}, {})", group.leader, group.leader_site, group.leader_endpoint)
+                    },
                     group.term,
                     group.last_log_index,
                     group.applied_index

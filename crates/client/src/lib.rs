@@ -40,8 +40,9 @@ const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub use geostore_proto::outcome::{Outcome, Reason};
 
 /// A failed call: its status code, the server's message, whether it may have been applied, and the
-/// machine-readable reason where the server gave one. Decide on `outcome` and `reason`, never on the
-/// message.
+/// machine-readable reason with its fields where the server gave one (every geostore server does; a
+/// failure of the transport has none). Decide on `outcome` and `reason`, never on the message: e.g.
+/// `Some(Reason::StaleFence { known_token, .. })` says which token superseded the caller's.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
@@ -51,7 +52,8 @@ pub struct Error {
     pub message: String,
     /// Whether the operation may have taken effect: `Failed` means certainly not, `Unknown` means maybe.
     pub outcome: Outcome,
-    /// The machine-readable cause, when the server gave one (a stale fence, not yet replicated, ...).
+    /// The machine-readable cause and its fields, when the server gave one (a stale fence with the known
+    /// token, not yet replicated, ...).
     pub reason: Option<Reason>,
 }
 
@@ -81,12 +83,8 @@ impl Error {
     fn from_write_result(result: pb::WriteResult) -> Self {
         // A server always fills the outcome of a failed result; an older one did not, so it stays unknown.
         let outcome = Outcome::parse(&result.outcome).unwrap_or(Outcome::Unknown);
-        Error {
-            code: Code::from_i32(result.code),
-            message: result.message,
-            outcome,
-            reason: Reason::parse(&result.reason),
-        }
+        let reason = Reason::from_wire(&result.reason, &|key| result.fields.get(key).cloned());
+        Error { code: Code::from_i32(result.code), message: result.message, outcome, reason }
     }
 }
 
@@ -102,7 +100,25 @@ mod tests {
         let token = pb::CausalToken { site: "eu-west".into(), partition: 12, sequence: 345 };
         assert_eq!(parse_token(&format_token(&token)), Ok(token));
         assert!(parse_token("eu:12").unwrap_err().contains("SITE:PARTITION:SEQUENCE"));
-        assert!(parse_token("eu:x:1").unwrap_err().contains("bad partition"));
+        assert!(parse_token("eu:x:1").unwrap_err().contains("partition"));
+    }
+
+    #[test]
+    fn a_batch_result_gives_the_typed_reason() {
+        let result = pb::WriteResult {
+            code: Code::FailedPrecondition as i32,
+            message: "stale".into(),
+            response: None,
+            outcome: "failed".into(),
+            reason: "STALE_FENCE".into(),
+            fields: [("lock", "l"), ("token", "3"), ("known_token", "8")]
+                .into_iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        };
+        let error = Error::from_write_result(result);
+        assert_eq!(error.outcome, Outcome::Failed);
+        assert_eq!(error.reason, Some(Reason::StaleFence { lock: "l".into(), token: 3, known_token: 8 }));
     }
 }
 
@@ -137,6 +153,50 @@ pub struct Found {
     pub expires_at_unix_ms: Option<i64>,
     /// The HLC timestamp (raw 64 bits, as [`WriteAck::hlc`]) of the last write to the value shown.
     pub last_write_hlc: u64,
+    /// That write's wall-clock time, in milliseconds since the Unix epoch.
+    pub last_write_unix_ms: i64,
+    /// The site where that write was made; `None` while the node has not learnt the writer's site.
+    pub last_write_site: Option<String>,
+    /// The fence that write was made under (its lock name is empty while the node has not learnt it);
+    /// `None` for an unfenced write.
+    pub last_write_fence: Option<pb::Fence>,
+}
+
+/// Why a key read as absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// Nothing is recorded for the key: never written, or deleted or expired long enough ago that every
+    /// site dropped its tombstone.
+    NoRecord,
+    /// Deleted (or emptied) by a write at this time, in milliseconds since the Unix epoch.
+    Deleted {
+        /// When.
+        since_unix_ms: i64,
+    },
+    /// Its TTL ran out at this time, in milliseconds since the Unix epoch.
+    Expired {
+        /// When.
+        since_unix_ms: i64,
+    },
+}
+
+/// A key as read, present or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The key is live.
+    Found(Found),
+    /// The key is absent, and why.
+    Absent(Absence),
+}
+
+impl Lookup {
+    /// The key if it is live.
+    pub fn found(self) -> Option<Found> {
+        match self {
+            Lookup::Found(found) => Some(found),
+            Lookup::Absent(_) => None,
+        }
+    }
 }
 
 /// The acknowledgement of a write: it is durable on the node that answered.
@@ -173,20 +233,15 @@ pub struct Client {
     fence: Option<pb::Fence>,
 }
 
-/// Formats a causal token as `SITE:PARTITION:SEQUENCE`, the form `geostore kv get --after` takes.
+/// Formats a causal token as `SITE:PARTITION:SEQUENCE`, the form `geostore kv get --after` takes (the
+/// grammar is [`geostore_proto::token`]'s).
 pub fn format_token(token: &pb::CausalToken) -> String {
-    format!("{}:{}:{}", token.site, token.partition, token.sequence)
+    geostore_proto::token::format(token)
 }
 
-/// Parses `SITE:PARTITION:SEQUENCE`.
+/// Parses `SITE:PARTITION:SEQUENCE`, checked against the grammar; the error says what is wrong.
 pub fn parse_token(text: &str) -> std::result::Result<pb::CausalToken, String> {
-    let mut parts = text.rsplitn(3, ':');
-    let (Some(sequence), Some(partition), Some(site)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("causal token {text:?}: expected SITE:PARTITION:SEQUENCE"));
-    };
-    let partition = partition.parse().map_err(|_| format!("causal token {text:?}: bad partition {partition:?}"))?;
-    let sequence = sequence.parse().map_err(|_| format!("causal token {text:?}: bad sequence {sequence:?}"))?;
-    Ok(pb::CausalToken { site: site.to_string(), partition, sequence })
+    geostore_proto::token::parse(text).map_err(|error| error.to_string())
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -257,7 +312,7 @@ impl Client {
 
     /// The lock group as the node sees it (its role, the leader, the members); fails if the node is not
     /// in a lock group.
-    pub async fn group_status(&self) -> Result<pb::GroupStatusResponse> {
+    pub async fn group_status(&self) -> Result<pb::LockGroupStatus> {
         let request = pb::GroupStatusRequest {};
         Ok(self.raft.clone().group_status(timed(request)).await.map_err(Error::from_status)?.into_inner())
     }
@@ -295,13 +350,37 @@ impl Client {
         self.get_request(pb::GetRequest { key: key.into(), after: Some(token), wait_ms: wait.map(millis) }).await
     }
 
+    /// Reads a key as [`Client::get`] does, and also says why an absent key is absent.
+    pub async fn lookup(&self, key: impl Into<Vec<u8>>) -> Result<Lookup> {
+        self.lookup_request(pb::GetRequest { key: key.into(), after: None, wait_ms: None }).await
+    }
+
+    /// Reads a key as [`Client::get_after`] does, and also says why an absent key is absent.
+    pub async fn lookup_after(
+        &self,
+        key: impl Into<Vec<u8>>,
+        token: pb::CausalToken,
+        wait: Option<Duration>,
+    ) -> Result<Lookup> {
+        self.lookup_request(pb::GetRequest { key: key.into(), after: Some(token), wait_ms: wait.map(millis) }).await
+    }
+
     async fn get_request(&self, request: pb::GetRequest) -> Result<Option<Found>> {
+        self.lookup_request(request).await.map(Lookup::found)
+    }
+
+    async fn lookup_request(&self, request: pb::GetRequest) -> Result<Lookup> {
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0).max(0) as u64);
         let mut request = timed(request);
         request.set_timeout(CALL_TIMEOUT + wait);
         let reply = self.kv.clone().get(request).await.map_err(Error::from_status)?.into_inner();
         if !reply.found {
-            return Ok(None);
+            let since_unix_ms = reply.absent_since_unix_ms.unwrap_or(0);
+            return Ok(Lookup::Absent(match reply.absence() {
+                pb::Absence::Deleted => Absence::Deleted { since_unix_ms },
+                pb::Absence::Expired => Absence::Expired { since_unix_ms },
+                pb::Absence::NoRecord | pb::Absence::Unspecified => Absence::NoRecord,
+            }));
         }
         let value = match reply.value {
             Some(pb::get_response::Value::Register(bytes)) => Value::Register(bytes),
@@ -311,7 +390,14 @@ impl Client {
                 return Err(Error::local(Code::Internal, Outcome::Failed, "the server said found but sent no value"));
             }
         };
-        Ok(Some(Found { value, expires_at_unix_ms: reply.expires_at_unix_ms, last_write_hlc: reply.last_write_hlc }))
+        Ok(Lookup::Found(Found {
+            value,
+            expires_at_unix_ms: reply.expires_at_unix_ms,
+            last_write_hlc: reply.last_write_hlc,
+            last_write_unix_ms: reply.last_write_unix_ms,
+            last_write_site: Some(reply.last_write_site).filter(|site| !site.is_empty()),
+            last_write_fence: reply.last_write_fence,
+        }))
     }
 
     /// Sets a register; with a TTL the key expires that long after the write.

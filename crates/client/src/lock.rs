@@ -109,6 +109,9 @@ pub struct Grant {
     pub label: String,
     /// The note the last releasing holder left (see [`Client::release_with_note`]).
     pub previous_note: Option<String>,
+    /// That note read as a causal token, when it is one (see [`Client::release_after`]): read after it
+    /// to see the last holder's writes.
+    pub previous_after: Option<pb::CausalToken>,
 }
 
 impl From<pb::Grant> for Grant {
@@ -121,6 +124,7 @@ impl From<pb::Grant> for Grant {
             expires_unix_ms: grant.expires_unix_ms,
             label: grant.label,
             previous_note: if grant.previous_note.is_empty() { None } else { Some(grant.previous_note) },
+            previous_after: grant.previous_after,
         }
     }
 }
@@ -181,7 +185,26 @@ impl Client {
             token,
             id: Some(self.request_ids.next()),
             note: note.unwrap_or_default().to_string(),
+            after: None,
         };
+        self.release_request(request).await
+    }
+
+    /// Releases `name` and leaves `after`, the causal token of the last write made under the lock, for the
+    /// next holder: it finds it as [`Grant::previous_after`] (and as the note, in its text form). The
+    /// server checks the token's form (INVALID_ARGUMENT if it is malformed).
+    pub async fn release_after(&self, name: &str, token: u64, after: pb::CausalToken) -> Result<()> {
+        let request = pb::ReleaseRequest {
+            name: name.to_string(),
+            token,
+            id: Some(self.request_ids.next()),
+            note: String::new(),
+            after: Some(after),
+        };
+        self.release_request(request).await
+    }
+
+    async fn release_request(&self, request: pb::ReleaseRequest) -> Result<()> {
         retry_unknown(|| {
             let (mut lock, request) = (self.lock.clone(), with_deadline(request.clone(), CALL_GRACE));
             async move { lock.release(request).await }
@@ -340,6 +363,13 @@ impl LockGuard {
     pub async fn release_with_note(self, note: Option<&str>) -> Result<()> {
         self.task.abort();
         self.client.release_with_note(&self.grant.name, self.grant.token, note).await
+    }
+
+    /// Releases the lock, leaving the causal token of its last write for the next holder
+    /// ([`Client::release_after`]).
+    pub async fn release_after(self, after: pb::CausalToken) -> Result<()> {
+        self.task.abort();
+        self.client.release_after(&self.grant.name, self.grant.token, after).await
     }
 }
 

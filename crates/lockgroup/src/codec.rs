@@ -8,16 +8,19 @@ use serde::de::DeserializeOwned;
 /// The only format so far. A reader refuses any other, so a future format is never misread.
 pub const FORMAT_V1: u8 = 1;
 
+/// Bytes that are not a record of this format: empty, another format byte, or a body that does not decode.
 #[derive(Debug, thiserror::Error)]
 #[error("lock group record: {0}")]
 pub struct CodecError(String);
 
+/// `value` as a record: [`FORMAT_V1`], then postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut bytes = vec![FORMAT_V1];
     bytes.extend(postcard::to_stdvec(value).expect("lock group records always serialize"));
     bytes
 }
 
+/// The value a record made by [`encode`] holds.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError(e.to_string())),

@@ -14,6 +14,7 @@ use geostore_runtime::Backoff;
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use geostore_storage::Storage;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
@@ -30,7 +31,9 @@ const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(200);
 /// A member of the group as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberConfig {
+    /// The member's id in the group (unique, not 0).
     pub id: NodeId,
+    /// Its site and endpoint.
     pub member: Member,
     /// Voters elect the leader and make the majority; learners follow the log (and can serve requests
     /// by forwarding them).
@@ -41,8 +44,11 @@ pub struct MemberConfig {
 /// and an election timeout of several round trips, so a slow link does not cause needless elections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
+    /// How often the leader sends heartbeats, in ms.
     pub heartbeat_ms: u64,
+    /// The shortest time a follower waits without hearing from a leader before it stands, in ms.
     pub election_timeout_min_ms: u64,
+    /// The longest such wait, in ms (each follower picks at random between the two).
     pub election_timeout_max_ms: u64,
 }
 
@@ -58,10 +64,14 @@ impl Default for Timing {
     }
 }
 
+/// How this node takes part in the lock group.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
+    /// This node's member id.
     pub id: NodeId,
+    /// Every member, this node included (the same list on every member).
     pub members: Vec<MemberConfig>,
+    /// Heartbeat and election timing.
     pub timing: Timing,
     /// A snapshot is taken after this many entries (and the log before it purged).
     pub snapshot_every: u64,
@@ -116,6 +126,7 @@ impl LeaseClock {
         LeaseClock { start_wall_ms: wall_ms, start: tokio::time::Instant::now() }
     }
 
+    /// Milliseconds since the Unix epoch by this clock.
     pub fn now_ms(&self) -> u64 {
         self.start_wall_ms + u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -132,12 +143,15 @@ pub enum ProposeError {
     Unknown(String),
 }
 
+/// This node's member of the lock group: its Raft instance, the lock table it applies, and the code that
+/// proposes requests to the leader (here or elsewhere) and keeps time for leases.
 pub struct LockGroup {
     id: NodeId,
     network: Network,
     raft: Raft,
     shared: Arc<Shared>,
     clock: LeaseClock,
+    /// The group's Prometheus metrics.
     pub metrics: GroupMetrics,
     /// Channels to the other members, for forwarding proposals.
     channels: Mutex<HashMap<String, Channel>>,
@@ -146,8 +160,9 @@ pub struct LockGroup {
 }
 
 impl LockGroup {
-    /// Opens the group's log and state machine in `storage` and starts Raft. A voter whose log is empty
-    /// initializes the group with the configured members (every voter may: it is the same membership).
+    /// Opens the group's log and state machine in `storage` and starts Raft. A voter whose log is empty and
+    /// that has never voted initializes the group with the configured members (every voter may: it is the
+    /// same membership; a voter that lost that race is refused quietly).
     /// The leader loop (expiries, learners) runs on `tasks` until `stop` is cancelled.
     pub async fn start(
         config: GroupConfig,
@@ -168,7 +183,10 @@ impl LockGroup {
             ..openraft::Config::default()
         }
         .validate()?;
-        let log = LogStore::open_with(storage.clone(), config.inline_log)?;
+        let mut log = LogStore::open_with(storage.clone(), config.inline_log)?;
+        // Only a member that has never voted nor logged anything initializes: asking openraft on a restart
+        // would be refused anyway, and openraft logs the refusal as an error.
+        let fresh = log.get_log_state().await?.last_log_id.is_none() && log.read_vote().await?.is_none();
         let machine = StateMachine::open(storage, config.lock_delay_ms)?;
         let shared = machine.shared();
         let network = Network {
@@ -178,7 +196,7 @@ impl LockGroup {
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log, machine).await?;
         let voters: BTreeMap<NodeId, Member> =
             config.members.iter().filter(|m| m.voter).map(|m| (m.id, m.member.clone())).collect();
-        if voters.contains_key(&config.id) {
+        if fresh && voters.contains_key(&config.id) {
             match raft.initialize(voters).await {
                 Ok(()) => tracing::info!(id = config.id, "lock group initialized"),
                 Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -201,18 +219,22 @@ impl LockGroup {
         Ok(group)
     }
 
+    /// This node's member id.
     pub fn id(&self) -> NodeId {
         self.id
     }
 
+    /// The openraft instance (for its metrics and the Raft service).
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
 
+    /// The applied lock table and the waiters on it, as this member has applied the log.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// Now by the lease clock (milliseconds since the Unix epoch).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
@@ -382,7 +404,9 @@ impl LockGroup {
 /// Why [`LockGroup::propose_here`] failed, sent back to the member that forwarded the proposal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProposeHereError {
+    /// Whether the proposal may have entered the log (then its outcome is unknown).
     pub maybe_applied: bool,
+    /// What went wrong, for people.
     pub message: String,
 }
 

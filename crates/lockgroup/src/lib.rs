@@ -4,6 +4,8 @@
 //! leases ([`group`]) and the gRPC services ([`service`]): the public `Lock` service and the members'
 //! internal `Raft` service.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod group;
 pub mod metrics;

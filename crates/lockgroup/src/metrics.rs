@@ -2,6 +2,7 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// The lock group's metrics (cheap to clone: the handles share their values).
 #[derive(Clone)]
 pub struct GroupMetrics {
     /// 1 while this node leads the group.
@@ -17,6 +18,7 @@ pub struct GroupMetrics {
 }
 
 impl GroupMetrics {
+    /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> Self {
         let is_leader = IntGauge::new("geostore_lock_group_leader", "1 while this node leads the lock group")
             .expect("valid metric");

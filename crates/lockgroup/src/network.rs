@@ -41,6 +41,7 @@ pub struct Network {
     /// Where this node reaches a member, if not at the endpoint in the membership: each node's own
     /// configuration says how it reaches the others (through a proxy, a NAT, another network).
     pub routes: Arc<HashMap<NodeId, String>>,
+    /// How connections are opened (TCP, or the simulation's network).
     pub dialer: Dialer,
 }
 

@@ -44,6 +44,7 @@ impl RngCore for ThreadRandom {
     }
 }
 
+/// openraft's async runtime: tokio, with randomness from [`ThreadRandom`] so a simulation seed replays.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Runtime;
 

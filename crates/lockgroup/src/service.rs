@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geostore_locks::{Event, Grant, Outcome, RequestId};
-use geostore_proto::outcome::{Reason, failed, unknown, with_reason};
+use geostore_proto::outcome::{Reason, failed, unknown};
 use geostore_proto::v1 as pb;
 use openraft::ServerState;
 use tokio::sync::{broadcast, mpsc};
@@ -16,36 +16,42 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::group::{LockGroup, ProposeError};
 use crate::types::Proposal;
 
+/// The longest lock name, in bytes.
 pub const NAME_BYTES_MAX: usize = 256;
+/// The longest label of an acquire, and the longest release note, in bytes.
 pub const LABEL_BYTES_MAX: usize = 1024;
+/// The longest client part of a request id, in bytes.
 pub const CLIENT_ID_BYTES_MAX: usize = 128;
 /// Leases shorter than this cannot be kept alive across sites.
 pub const LEASE_TTL_MS_MIN: u64 = 100;
 /// The longest lease a lock may be granted (a key's TTL has its own, far longer limit,
 /// `geostore_model::limits::KEY_TTL_MS_MAX`).
 pub const LEASE_TTL_MS_MAX: u64 = 24 * 3600 * 1000;
+/// The longest an acquire may wait in line.
 pub const WAIT_MS_MAX: u64 = 24 * 3600 * 1000;
 /// How long past its deadline a queued acquire waits for the leader's verdict before answering "unknown".
 const VERDICT_GRACE: Duration = Duration::from_secs(3);
 
 fn propose_status(error: ProposeError) -> Status {
     match error {
-        ProposeError::Failed(message) => failed(Code::Unavailable, message),
-        ProposeError::Unknown(message) => unknown(Code::Unavailable, message),
+        ProposeError::Failed(message) => failed(Code::Unavailable, Reason::LockGroupUnavailable, message),
+        ProposeError::Unknown(message) => unknown(Code::Unavailable, Reason::LockGroupUnavailable, message),
     }
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
     if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(failed(Code::InvalidArgument, format!("lock name must be 1 to {NAME_BYTES_MAX} bytes")));
+        let message = format!("lock name must be 1 to {NAME_BYTES_MAX} bytes");
+        return Err(failed(Code::InvalidArgument, Reason::invalid("name"), message));
     }
     Ok(())
 }
 
 fn request_id(id: Option<pb::RequestId>) -> Result<RequestId, Status> {
-    let id = id.ok_or_else(|| failed(Code::InvalidArgument, "missing request id"))?;
+    let id = id.ok_or_else(|| failed(Code::InvalidArgument, Reason::invalid("id"), "missing request id"))?;
     if id.client.is_empty() || id.client.len() > CLIENT_ID_BYTES_MAX {
-        return Err(failed(Code::InvalidArgument, format!("client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")));
+        let message = format!("client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes");
+        return Err(failed(Code::InvalidArgument, Reason::invalid("id"), message));
     }
     Ok(RequestId { client: id.client, request: id.request })
 }
@@ -60,7 +66,20 @@ fn grant_to_pb(grant: &Grant) -> pb::Grant {
         label: grant.label.clone(),
         holder: Some(pb::RequestId { client: grant.holder.client.clone(), request: grant.holder.request }),
         previous_note: grant.previous_note.clone().unwrap_or_default(),
+        previous_after: grant.previous_note.as_deref().and_then(|note| geostore_proto::token::parse(note).ok()),
     }
+}
+
+fn reused(id: &RequestId) -> Status {
+    failed(
+        Code::InvalidArgument,
+        Reason::RequestIdReused,
+        format!("request id {}/{} was already used for another request", id.client, id.request),
+    )
+}
+
+fn undecided() -> Status {
+    unknown(Code::Internal, Reason::Internal, "the applied entry did not decide the request")
 }
 
 /// The outcome decided for `id` by an applied entry, if the response holds one.
@@ -83,11 +102,13 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// The public `Lock` service, served by every member (it forwards proposals to the leader).
 pub struct LockService {
     group: Arc<LockGroup>,
 }
 
 impl LockService {
+    /// The service over this node's member of the group.
     pub fn new(group: Arc<LockGroup>) -> Self {
         LockService { group }
     }
@@ -104,16 +125,16 @@ impl LockService {
         check_name(&request.name)?;
         let id = request_id(request.id)?;
         if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(&request.ttl_ms) {
-            return Err(failed(
-                Code::InvalidArgument,
-                format!("ttl must be {LEASE_TTL_MS_MIN} ms to {LEASE_TTL_MS_MAX} ms"),
-            ));
+            let message = format!("ttl must be {LEASE_TTL_MS_MIN} ms to {LEASE_TTL_MS_MAX} ms");
+            return Err(failed(Code::InvalidArgument, Reason::invalid("ttl_ms"), message));
         }
         if request.wait_ms > WAIT_MS_MAX {
-            return Err(failed(Code::InvalidArgument, format!("wait must be at most {WAIT_MS_MAX} ms")));
+            let message = format!("wait must be at most {WAIT_MS_MAX} ms");
+            return Err(failed(Code::InvalidArgument, Reason::invalid("wait_ms"), message));
         }
         if request.label.len() > LABEL_BYTES_MAX {
-            return Err(failed(Code::InvalidArgument, format!("label must be at most {LABEL_BYTES_MAX} bytes")));
+            let message = format!("label must be at most {LABEL_BYTES_MAX} bytes");
+            return Err(failed(Code::InvalidArgument, Reason::invalid("label"), message));
         }
         let name = request.name.clone();
         // Registered before proposing, so a grant applied at once is not missed.
@@ -135,34 +156,36 @@ impl LockService {
                     _ => {
                         return Err(unknown(
                             Code::DeadlineExceeded,
+                            Reason::LockGroupUnavailable,
                             format!("no verdict on lock {name:?} by the deadline: the request may still be granted"),
                         ));
                     }
                 }
             }
             Some(outcome) => outcome,
-            None => return Err(unknown(Code::Internal, "the applied entry did not decide the request")),
+            None => return Err(undecided()),
         };
         match outcome {
+            // A remembered grant of another lock: the id was used before for a different request. (The
+            // table remembers only the verdict, so a reused id whose first use was refused cannot be told
+            // from a retry; docs/api.md says never to reuse one.)
+            Outcome::Granted(grant) if grant.name != name => Err(reused(&id)),
             Outcome::Granted(grant) => Ok(pb::AcquireResponse { grant: Some(grant_to_pb(&grant)) }),
-            Outcome::Busy { holder_token } => Err(with_reason(
-                failed(
-                    Code::FailedPrecondition,
-                    match holder_token {
-                        Some(token) => format!("lock {name:?} is held (token {token})"),
-                        None => format!("lock {name:?} is in its lock-delay after an expired lease"),
-                    },
-                ),
-                Reason::LockBusy,
+            Outcome::Busy { holder_token } => Err(failed(
+                Code::FailedPrecondition,
+                Reason::LockBusy { lock: name.clone(), holder_token },
+                match holder_token {
+                    Some(token) => format!("lock {name:?} is held (token {token})"),
+                    None => format!("lock {name:?} is in its lock-delay after an expired lease"),
+                },
             )),
-            Outcome::TimedOut => {
-                Err(failed(Code::DeadlineExceeded, format!("lock {name:?} was not granted within the wait")))
-            }
-            Outcome::Refused(message) => Err(failed(Code::ResourceExhausted, message)),
-            Outcome::Released | Outcome::NotHolder { .. } | Outcome::Queued { .. } => Err(failed(
-                Code::InvalidArgument,
-                format!("request id {}/{} was already used for another request", id.client, id.request),
+            Outcome::TimedOut => Err(failed(
+                Code::DeadlineExceeded,
+                Reason::NotGranted { lock: name.clone() },
+                format!("lock {name:?} was not granted within the wait"),
             )),
+            Outcome::Refused(message) => Err(failed(Code::ResourceExhausted, Reason::LimitReached, message)),
+            Outcome::Released | Outcome::NotHolder { .. } | Outcome::Queued { .. } => Err(reused(&id)),
         }
     }
 
@@ -171,29 +194,38 @@ impl LockService {
         let id = request_id(request.id)?;
         let name = request.name.clone();
         if request.note.len() > LABEL_BYTES_MAX {
-            return Err(failed(Code::InvalidArgument, format!("note must be at most {LABEL_BYTES_MAX} bytes")));
+            let message = format!("note must be at most {LABEL_BYTES_MAX} bytes");
+            return Err(failed(Code::InvalidArgument, Reason::invalid("note"), message));
         }
-        let note = if request.note.is_empty() { None } else { Some(request.note) };
+        let note = match (request.note.is_empty(), request.after) {
+            (true, None) => None,
+            (false, None) => Some(request.note),
+            (true, Some(after)) => {
+                geostore_proto::token::validate(&after).map_err(|invalid| {
+                    failed(Code::InvalidArgument, Reason::invalid("after"), format!("Release: {invalid}"))
+                })?;
+                Some(geostore_proto::token::format(&after))
+            }
+            (false, Some(_)) => {
+                let message = "Release: set `note` or `after`, not both (`after` is left as the note)";
+                return Err(failed(Code::InvalidArgument, Reason::invalid("after"), message));
+            }
+        };
         let proposal = Proposal::Release { id: id.clone(), name: request.name, token: request.token, note };
         let response = self.group.propose(proposal).await.map_err(propose_status)?;
         match decided(&response.events, &id) {
             Some(Outcome::Released) => Ok(pb::ReleaseResponse {}),
-            Some(Outcome::NotHolder { current_token }) => Err(with_reason(
-                failed(
-                    Code::FailedPrecondition,
-                    format!(
-                        "token {} does not hold lock {name:?} (current token: {})",
-                        request.token,
-                        current_token.map_or("none".to_string(), |t| t.to_string())
-                    ),
+            Some(Outcome::NotHolder { current_token }) => Err(failed(
+                Code::FailedPrecondition,
+                Reason::NotHolder { lock: name.clone(), token: request.token, current_token },
+                format!(
+                    "token {} does not hold lock {name:?} (current token: {})",
+                    request.token,
+                    current_token.map_or("none".to_string(), |t| t.to_string())
                 ),
-                Reason::NotHolder,
             )),
-            Some(_) => Err(failed(
-                Code::InvalidArgument,
-                format!("request id {}/{} was already used for another request", id.client, id.request),
-            )),
-            None => Err(unknown(Code::Internal, "the applied entry did not decide the request")),
+            Some(_) => Err(reused(&id)),
+            None => Err(undecided()),
         }
     }
 
@@ -255,15 +287,13 @@ impl pb::lock_server::Lock for LockService {
                     Ok(Some(expires_unix_ms)) => {
                         Ok(pb::KeepAliveResponse { name: request.name, token: request.token, expires_unix_ms })
                     }
-                    Ok(None) => Err(with_reason(
-                        failed(
-                            Code::NotFound,
-                            format!(
-                                "lease {} no longer holds lock {:?}: it expired or was released",
-                                request.token, request.name
-                            ),
+                    Ok(None) => Err(failed(
+                        Code::NotFound,
+                        Reason::NotHolder { lock: request.name.clone(), token: request.token, current_token: None },
+                        format!(
+                            "lease {} no longer holds lock {:?}: it expired or was released",
+                            request.token, request.name
                         ),
-                        Reason::NotHolder,
                     )),
                     Err(status) => Err(status),
                 };
@@ -337,13 +367,15 @@ pub struct RaftService {
 }
 
 impl RaftService {
+    /// The service over this node's member of the group.
     pub fn new(group: Arc<LockGroup>) -> Self {
         RaftService { group }
     }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(message: pb::RaftMessage) -> Result<T, Status> {
-    crate::codec::decode(&message.payload).map_err(|e| failed(Code::InvalidArgument, format!("bad Raft message: {e}")))
+    crate::codec::decode(&message.payload)
+        .map_err(|e| failed(Code::InvalidArgument, Reason::invalid("payload"), format!("bad Raft message: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Response<pb::RaftMessage> {
@@ -375,34 +407,43 @@ impl pb::raft_server::Raft for RaftService {
     async fn group_status(
         &self,
         _request: Request<pb::GroupStatusRequest>,
-    ) -> Result<Response<pb::GroupStatusResponse>, Status> {
-        let metrics = self.group.raft().metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, member)| pb::GroupMember {
-                id: *id,
-                site: member.site.clone(),
-                endpoint: member.endpoint.clone(),
-                voter: voters.contains(id),
-            })
-            .collect();
-        let state = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
-        Ok(Response::new(pb::GroupStatusResponse {
-            id: metrics.id,
-            leader: metrics.current_leader.unwrap_or(0),
-            term: metrics.current_term,
-            last_log_index: metrics.last_log_index.unwrap_or(0),
-            applied_index: metrics.last_applied.map_or(0, |id| id.index),
-            members,
-            state: state.to_string(),
-        }))
+    ) -> Result<Response<pb::LockGroupStatus>, Status> {
+        Ok(Response::new(group_status(&self.group)))
+    }
+}
+
+/// The group as this member sees it: leader (with its site and endpoint), term, log and applied positions,
+/// members. `Raft.GroupStatus` answers it and `Cluster.Status` carries it.
+pub fn group_status(group: &LockGroup) -> pb::LockGroupStatus {
+    let metrics = group.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| pb::GroupMember {
+            id: *id,
+            site: member.site.clone(),
+            endpoint: member.endpoint.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    let state = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let leader = metrics.current_leader.and_then(|id| membership.get_node(&id));
+    pb::LockGroupStatus {
+        id: metrics.id,
+        leader: metrics.current_leader.unwrap_or(0),
+        leader_site: leader.map(|node| node.site.clone()).unwrap_or_default(),
+        leader_endpoint: leader.map(|node| node.endpoint.clone()).unwrap_or_default(),
+        term: metrics.current_term,
+        last_log_index: metrics.last_log_index.unwrap_or(0),
+        applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        members,
+        state: state.to_string(),
     }
 }

@@ -75,7 +75,8 @@ pub enum Op {
     /// Deleting an absent key succeeds.
     Delete,
     /// Add `delta` (negative to subtract) to a counter; an absent key counts from 0. Refused with
-    /// [`OpError::CounterOverflow`] if the replica's view of the counter would leave the `i64` range.
+    /// [`OpError::CounterOverflow`] if the replica's view of the counter would leave the `i64` range. An
+    /// increment by 0 changes nothing: an absent key stays absent.
     Increment {
         /// The amount to add.
         delta: i64,
@@ -189,6 +190,25 @@ pub struct Read {
     pub expires_at_unix_ms: Option<i64>,
     /// The marker of the last write to the value that is shown.
     pub last_write: Marker,
+}
+
+/// Why a key reads as absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// Nothing is recorded for the key: never written, or deleted long enough ago that its tombstone was
+    /// collected.
+    NoRecord,
+    /// Its expiry passed, at this time (milliseconds since the Unix epoch).
+    Expired {
+        /// When the key expired.
+        at_unix_ms: i64,
+    },
+    /// Deleted (or emptied: a counter whose increments were all deleted, a set whose members were all
+    /// removed), by the write at this time (milliseconds since the Unix epoch).
+    Deleted {
+        /// When the last write that left it absent was made.
+        at_unix_ms: i64,
+    },
 }
 
 /// The identity under which a replica counts its increments and set adds in one incarnation of a key.
@@ -381,6 +401,26 @@ impl Entry {
             }
         };
         Some(Read { value, expires_at_unix_ms, last_write })
+    }
+
+    /// Why the key reads as absent at `now_unix_ms`; `None` if it is live.
+    pub fn absence(&self, now_unix_ms: i64) -> Option<Absence> {
+        if let Some(at_unix_ms) = self.expiry.as_ref().and_then(|expiry| expiry.val).filter(|at| *at <= now_unix_ms) {
+            return Some(Absence::Expired { at_unix_ms });
+        }
+        if self.live_kind().is_some() {
+            return None;
+        }
+        let last = [
+            self.deleted,
+            self.register.as_ref().map(|register| register.marker),
+            self.counter.as_ref().map(|counter| counter.last_write),
+            self.set.as_ref().map(|set| set.last_write),
+        ];
+        Some(match last.into_iter().flatten().map(|marker| marker.hlc).max() {
+            Some(at) => Absence::Deleted { at_unix_ms: at.unix_ms() },
+            None => Absence::NoRecord,
+        })
     }
 
     /// A 64-bit digest of the whole state that is equal for equal entries on every replica and build: the

@@ -46,6 +46,26 @@ pub fn fence_key(lock: &str) -> Vec<u8> {
     key
 }
 
+/// The reserved key that names the lock a fencing token was granted for: a register holding the lock's
+/// name, written (and replicated) when a fenced write first raises the lock's fence register to `token`.
+/// Tokens are unique across locks, so a read can say which lock the winning write was made under.
+pub fn token_lock_key(token: u64) -> Vec<u8> {
+    let mut key = RESERVED_KEY_PREFIX.to_vec();
+    key.extend_from_slice(b"token/");
+    key.extend_from_slice(&token.to_be_bytes());
+    key
+}
+
+/// The reserved key that names the site of a replica: a register holding the site's name, written by the
+/// replica before its first write of each run and replicated like any key, so every replica learns which
+/// site each write's replica belongs to.
+pub fn replica_site_key(replica: crate::ReplicaId) -> Vec<u8> {
+    let mut key = RESERVED_KEY_PREFIX.to_vec();
+    key.extend_from_slice(b"replica/");
+    key.extend_from_slice(&replica.0.to_be_bytes());
+    key
+}
+
 /// A fence register's value: the token, 8 bytes big-endian.
 pub fn encode_fence_token(token: u64) -> Vec<u8> {
     token.to_be_bytes().to_vec()

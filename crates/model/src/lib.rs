@@ -17,7 +17,7 @@ pub mod planted;
 
 pub use clock::{ClockError, Hlc, HybridClock, ManualWallClock, OffsetWallClock, SystemWallClock, WallClock};
 pub use encoding::{decode_entry, encode_entry};
-pub use entry::{Applied, Entry, Kind, Op, OpError, Read, Value};
+pub use entry::{Absence, Applied, Entry, Kind, Op, OpError, Read, Value};
 pub use fence::{Fence, fence_key};
 pub use limits::{InvalidRequest, Limits};
 pub use marker::{Marker, ReplicaId};

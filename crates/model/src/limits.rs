@@ -87,6 +87,21 @@ pub enum InvalidRequest {
     BadFence(String),
 }
 
+impl InvalidRequest {
+    /// The request field at fault, as the API names it: `key`, `value`, `ttl_ms`, `members` or `fence`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            InvalidRequest::EmptyKey | InvalidRequest::KeyTooLong { .. } | InvalidRequest::ReservedKey => "key",
+            InvalidRequest::ValueTooLarge { .. } => "value",
+            InvalidRequest::TtlNotPositive { .. } | InvalidRequest::TtlTooLong { .. } => "ttl_ms",
+            InvalidRequest::NoMembers { .. }
+            | InvalidRequest::TooManyMembers { .. }
+            | InvalidRequest::MemberTooLarge { .. } => "members",
+            InvalidRequest::BadFence(_) => "fence",
+        }
+    }
+}
+
 /// Checks a key on its own: 1 to [`KEY_BYTES_MAX`] bytes. Reads use this; writes use [`Limits::validate`],
 /// which also refuses reserved keys.
 pub fn validate_key(key: &[u8]) -> Result<(), InvalidRequest> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use geostore_model::{Entry, Hlc, Marker, Op, OpError, ReplicaId, Value};
+use geostore_model::{Absence, Entry, Hlc, Marker, Op, OpError, ReplicaId, Value};
 use proptest::prelude::*;
 
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01
@@ -164,7 +164,9 @@ proptest! {
         }
         let everything = merged(&merged(&r[0].entry, &r[1].entry), &r[2].entry);
         let expected: i64 = deltas.iter().map(|(_, delta)| delta).sum();
-        prop_assert_eq!(everything.read(START_MS + 1000).map(|read| read.value), Some(Value::Counter(expected)));
+        // Increments by 0 change nothing: a key only ever incremented by 0 is still absent.
+        let expected = deltas.iter().any(|(_, delta)| *delta != 0).then_some(Value::Counter(expected));
+        prop_assert_eq!(everything.read(START_MS + 1000).map(|read| read.value), expected);
     }
 }
 
@@ -290,6 +292,23 @@ fn a_write_of_the_wrong_type_is_refused_and_changes_nothing() {
     let error = a.write(Op::Increment { delta: 1 }).unwrap_err();
     assert_eq!(error.to_string(), "the key holds a set; Increment needs a counter");
     assert_eq!(a.entry, before);
+}
+
+#[test]
+fn an_absent_key_says_whether_it_was_deleted_or_expired_and_since_when() {
+    let mut a = Replica::new(1);
+    assert_eq!(a.entry.absence(START_MS), Some(Absence::NoRecord));
+    a.write(Op::Put { value: b"v".to_vec(), ttl_ms: Some(1_000) }).unwrap();
+    assert_eq!(a.entry.absence(START_MS), None, "live");
+    assert_eq!(a.entry.absence(START_MS + 1_000), Some(Absence::Expired { at_unix_ms: START_MS + 1_000 }));
+    a.now_ms += 5_000;
+    a.write(Op::Delete).unwrap();
+    assert_eq!(a.entry.absence(a.now_ms), Some(Absence::Deleted { at_unix_ms: START_MS + 5_000 }));
+    let mut b = Replica::new(2);
+    b.write(Op::SetAdd { members: vec![b"m".to_vec()] }).unwrap();
+    b.now_ms += 250;
+    b.write(Op::SetRemove { members: vec![b"m".to_vec()] }).unwrap();
+    assert_eq!(b.entry.absence(b.now_ms), Some(Absence::Deleted { at_unix_ms: START_MS + 250 }), "emptied set");
 }
 
 #[test]

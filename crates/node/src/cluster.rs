@@ -1,7 +1,9 @@
-//! The Cluster service: what the cluster looks like from this node (sites, partitions, replication lag).
+//! The Cluster service: what the cluster looks like from this node (sites, partitions, replication lag,
+//! the lock group).
 
 use std::sync::Arc;
 
+use geostore_lockgroup::LockGroup;
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
@@ -9,14 +11,17 @@ use tonic::{Request, Response, Status};
 use crate::replication::PeerStates;
 use crate::store::Store;
 
+/// Serves `Cluster.Status` from the store, the pullers' states and the lock group, if this node is in one.
 pub struct ClusterService {
     store: Arc<Store>,
     peers: PeerStates,
+    lock_group: Option<Arc<LockGroup>>,
 }
 
 impl ClusterService {
-    pub fn new(store: Arc<Store>, peers: PeerStates) -> Self {
-        Self { store, peers }
+    /// The service over this node's store, pull states and lock group.
+    pub fn new(store: Arc<Store>, peers: PeerStates, lock_group: Option<Arc<LockGroup>>) -> Self {
+        Self { store, peers, lock_group }
     }
 }
 
@@ -58,6 +63,7 @@ impl Cluster for ClusterService {
             clock_drift_refusals: metrics.clock_drift_refusals.get(),
             sites,
             tombstones_collected: metrics.tombstones_collected.get(),
+            lock_group: self.lock_group.as_deref().map(geostore_lockgroup::service::group_status),
         }))
     }
 }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
+/// Serves `/metrics` (Prometheus text), `/healthz` and `/readyz` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,

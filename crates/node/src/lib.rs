@@ -1,6 +1,8 @@
 //! A geostore node: the store engine ([`store`]), its gRPC API ([`server`]) and an HTTP side port for
 //! metrics and health ([`http`]).
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod config;
 pub mod http;
@@ -84,10 +86,13 @@ const REQUEST_OVERHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// What a node takes from where it runs. A process gets RocksDB in its data directory, the system clock
 /// and TCP ([`run`]); the simulation harness gives memory, a simulated clock and network ([`run_with`]).
 pub struct Environment {
+    /// Where the store and the lock group keep their data.
     pub storage: Arc<dyn geostore_storage::Storage>,
+    /// The wall clock (shifted by `clock_offset_ms` if set).
     pub wall: Arc<dyn geostore_model::WallClock>,
     /// How this node connects to its peers and the other lock group members.
     pub dialer: Dialer,
+    /// Where the node's metrics go.
     pub metrics: Metrics,
     /// Makes the replica id of a store opened for the first time.
     pub new_replica_id: Box<dyn FnOnce() -> u64 + Send>,
@@ -204,6 +209,7 @@ pub async fn run_with(
     let cluster = geostore_proto::v1::cluster_server::ClusterServer::new(cluster::ClusterService::new(
         store.clone(),
         peer_states,
+        lock_group.clone(),
     ));
     let lock_services = lock_group.clone().map(|group| {
         (

@@ -9,6 +9,7 @@ use geostore_model::Hlc;
 /// reader's causal token `(origin site, partition, origin sequence)` is satisfied whichever way it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The user key (or reserved key) that changed.
     pub key: Vec<u8>,
     /// The HLC timestamp of the change at its origin.
     pub hlc: Hlc,

@@ -6,8 +6,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 
 use crate::store::{WriteError, WriteOutcome};
 
+/// The node's Prometheus metrics, served on the HTTP side port (cheap to clone: handles share values).
 #[derive(Clone)]
 pub struct Metrics {
+    /// The registry holding every metric of the node (the lock group's too).
     pub registry: Registry,
     /// Writes by operation and result (`ok`, `rejected`, `unavailable`, `unknown`).
     pub writes: IntCounterVec,
@@ -37,10 +39,12 @@ pub struct Metrics {
     /// test that checks nothing was collected waits for a pass to have run.
     pub gc_passes: IntCounter,
     /// Fenced writes refused because this replica knew a higher token for their lock.
+    /// Writes refused for a stale fencing token.
     pub fenced_rejections: IntCounter,
 }
 
 impl Metrics {
+    /// Creates every metric in a new registry.
     pub fn new() -> Self {
         let registry = Registry::new();
         let writes =
@@ -144,6 +148,7 @@ impl Metrics {
         }
     }
 
+    /// Counts a write by operation and result.
     pub fn observe_write(&self, op: &Op, result: &Result<WriteOutcome, WriteError>) {
         let outcome = match result {
             Ok(_) => "ok",

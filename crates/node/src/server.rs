@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use geostore_model::{Kind, Op, OpError, Value};
-use geostore_proto::outcome::{Reason, failed, unknown, with_reason};
+use geostore_model::{Absence, Kind, Op, OpError, Read, Value};
+use geostore_proto::outcome::{Reason, failed, unknown};
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::kv_server::Kv;
 use tonic::{Code, Request, Response, Status};
 
 use crate::metrics::Metrics;
-use crate::store::{CausalToken, FencedOp, ReadError, Store, WriteError, WriteOutcome};
+use crate::store::{CausalToken, FencedOp, Lookup, ReadError, Store, WriteError, WriteOutcome};
 
+/// The `KV` service over this node's store.
 pub struct KvService {
     store: Arc<Store>,
     metrics: Metrics,
@@ -21,6 +22,7 @@ pub struct KvService {
 }
 
 impl KvService {
+    /// Serves `store`, counting requests in `metrics`; reads wait at most `causal_wait_max` for a token.
     pub fn new(store: Arc<Store>, metrics: Metrics, causal_wait_max: Duration) -> Self {
         Self { store, metrics, causal_wait_max }
     }
@@ -54,22 +56,34 @@ impl KvService {
         key: &[u8],
         after: Option<pb::CausalToken>,
         wait_ms: Option<i64>,
-    ) -> Result<Option<geostore_model::Read>, Status> {
+    ) -> Result<Lookup, Status> {
         // A read changes nothing, whatever happens: every error is `failed`.
         let status = |error: ReadError| {
             let message = format!("{method} {}: {error}", show_key(key));
             match error {
-                ReadError::Invalid(_) | ReadError::NoSuchPartition { .. } | ReadError::NegativeWait { .. } => {
-                    failed(Code::InvalidArgument, message)
+                ReadError::Invalid(invalid) => failed(Code::InvalidArgument, Reason::invalid(invalid.field()), message),
+                ReadError::NoSuchPartition { .. } => failed(Code::InvalidArgument, Reason::invalid("after"), message),
+                ReadError::NegativeWait { .. } => failed(Code::InvalidArgument, Reason::invalid("wait_ms"), message),
+                ReadError::NotYetReplicated { site, partition, needed, .. } => {
+                    let after = geostore_proto::token::format(&pb::CausalToken {
+                        site,
+                        partition: u32::from(partition),
+                        sequence: needed,
+                    });
+                    failed(Code::Unavailable, Reason::NotYetReplicated { after }, message)
                 }
-                ReadError::NotYetReplicated { .. } => {
-                    with_reason(failed(Code::Unavailable, message), Reason::NotYetReplicated)
-                }
-                ReadError::Store(_) => failed(Code::Internal, message),
+                ReadError::Store(_) => failed(Code::Internal, Reason::Internal, message),
             }
         };
         geostore_model::limits::validate_key(key).map_err(|invalid| status(ReadError::Invalid(invalid)))?;
         if let Some(token) = after {
+            geostore_proto::token::validate(&token).map_err(|invalid| {
+                failed(
+                    Code::InvalidArgument,
+                    Reason::invalid("after"),
+                    format!("{method} {}: {invalid}", show_key(key)),
+                )
+            })?;
             let partition = u16::try_from(token.partition).map_err(|_| {
                 let partitions = self.store.identity().partitions;
                 status(ReadError::NoSuchPartition { partition: u64::from(token.partition), partitions })
@@ -82,7 +96,7 @@ impl KvService {
             let token = CausalToken { site: token.site, partition, sequence: token.sequence };
             self.store.wait_for(&token, wait).await.map_err(status)?;
         }
-        self.store.get(key).map_err(status)
+        self.store.lookup(key).map_err(status)
     }
 }
 
@@ -108,18 +122,26 @@ fn show_key(key: &[u8]) -> String {
 fn write_status(method: &str, key: &[u8], error: &WriteError) -> Status {
     let message = format!("{method} {}: {error}", show_key(key));
     match error {
-        WriteError::Invalid(_) => failed(Code::InvalidArgument, message),
+        WriteError::Invalid(invalid) => failed(Code::InvalidArgument, Reason::invalid(invalid.field()), message),
         WriteError::Rejected(rejected) => {
             let reason = match rejected {
-                OpError::TypeMismatch { .. } => Reason::TypeMismatch,
-                OpError::CounterOverflow { .. } => Reason::CounterOverflow,
+                OpError::TypeMismatch { holds, needs, .. } => {
+                    Reason::TypeMismatch { holds: holds.name().into(), needs: needs.name().into() }
+                }
+                OpError::CounterOverflow { current, delta } => {
+                    Reason::CounterOverflow { current: *current, delta: *delta }
+                }
                 OpError::NotFound => Reason::KeyNotFound,
             };
-            with_reason(failed(Code::FailedPrecondition, message), reason)
+            failed(Code::FailedPrecondition, reason, message)
         }
-        WriteError::Unavailable(_) => with_reason(failed(Code::Unavailable, message), Reason::NotApplied),
-        WriteError::Unknown(_) => unknown(Code::Unavailable, message),
-        WriteError::Fenced { .. } => with_reason(failed(Code::FailedPrecondition, message), Reason::StaleFence),
+        WriteError::Unavailable(_) => failed(Code::Unavailable, Reason::NotApplied, message),
+        WriteError::Unknown(_) => unknown(Code::Unavailable, Reason::WriteInDoubt, message),
+        WriteError::Fenced { lock, token, known } => failed(
+            Code::FailedPrecondition,
+            Reason::StaleFence { lock: lock.clone(), token: *token, known_token: *known },
+            message,
+        ),
     }
 }
 
@@ -144,9 +166,48 @@ fn value_type(kind: Kind) -> pb::ValueType {
     }
 }
 
+/// The reply for a live key: its value, expiry, and the write that decided it.
+fn found_response(read: Read, site: Option<String>, lock: Option<String>) -> pb::GetResponse {
+    let kind = read.value.kind();
+    let value = match read.value {
+        Value::Register(bytes) => pb::get_response::Value::Register(bytes),
+        Value::Counter(value) => pb::get_response::Value::Counter(value),
+        Value::Set(members) => pb::get_response::Value::Set(pb::SetValue { members: members.into_iter().collect() }),
+    };
+    let marker = read.last_write;
+    pb::GetResponse {
+        found: true,
+        r#type: value_type(kind) as i32,
+        value: Some(value),
+        expires_at_unix_ms: read.expires_at_unix_ms,
+        last_write_hlc: marker.hlc.0,
+        last_write_unix_ms: marker.hlc.unix_ms(),
+        last_write_fence: (marker.fence != 0)
+            .then(|| pb::Fence { lock: lock.unwrap_or_default(), token: marker.fence }),
+        last_write_site: site.unwrap_or_default(),
+        absence: pb::Absence::Unspecified as i32,
+        absent_since_unix_ms: None,
+    }
+}
+
+/// The reply for an absent key: why it is absent, and since when.
+fn absent_response(absence: Absence) -> pb::GetResponse {
+    let (absence, since) = match absence {
+        Absence::NoRecord => (pb::Absence::NoRecord, None),
+        Absence::Deleted { at_unix_ms } => (pb::Absence::Deleted, Some(at_unix_ms)),
+        Absence::Expired { at_unix_ms } => (pb::Absence::Expired, Some(at_unix_ms)),
+    };
+    pb::GetResponse { absence: absence as i32, absent_since_unix_ms: since, ..Default::default() }
+}
+
 fn check_ttl(method: &str, key: &[u8], ttl_ms: i64) -> Result<u64, Status> {
-    geostore_model::limits::validate_ttl_ms(ttl_ms)
-        .map_err(|invalid| failed(Code::InvalidArgument, format!("{method} {}: {invalid}", show_key(key))))
+    geostore_model::limits::validate_ttl_ms(ttl_ms).map_err(|invalid| {
+        failed(
+            Code::InvalidArgument,
+            Reason::invalid(invalid.field()),
+            format!("{method} {}: {invalid}", show_key(key)),
+        )
+    })
 }
 
 fn fence_of(fence: pb::Fence) -> geostore_model::Fence {
@@ -157,7 +218,7 @@ fn fence_of(fence: pb::Fence) -> geostore_model::Fence {
 fn batch_op(op: pb::WriteOp) -> Result<FencedOp, Status> {
     use pb::write_op::Op as W;
     let (key, op, fence) = match op.op {
-        None => return Err(failed(Code::InvalidArgument, "Batch: an operation is empty")),
+        None => return Err(failed(Code::InvalidArgument, Reason::invalid("ops"), "Batch: an operation is empty")),
         Some(W::Put(put)) => {
             let ttl_ms = put.ttl_ms.map(|ttl_ms| check_ttl("Put", &put.key, ttl_ms)).transpose()?;
             (put.key, Op::Put { value: put.value, ttl_ms }, put.fence)
@@ -179,21 +240,10 @@ impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let request = request.into_inner();
         let key = request.key;
-        let reply = self.read("Get", &key, request.after, request.wait_ms).await.map(|read| {
-            let Some(read) = read else { return Response::new(pb::GetResponse::default()) };
-            let value = match &read.value {
-                Value::Register(bytes) => pb::get_response::Value::Register(bytes.clone()),
-                Value::Counter(value) => pb::get_response::Value::Counter(*value),
-                Value::Set(members) => {
-                    pb::get_response::Value::Set(pb::SetValue { members: members.iter().cloned().collect() })
-                }
-            };
-            Response::new(pb::GetResponse {
-                found: true,
-                r#type: value_type(read.value.kind()) as i32,
-                value: Some(value),
-                expires_at_unix_ms: read.expires_at_unix_ms,
-                last_write_hlc: read.last_write.hlc.0,
+        let reply = self.read("Get", &key, request.after, request.wait_ms).await.map(|lookup| {
+            Response::new(match lookup {
+                Lookup::Found { read, site, lock } => found_response(read, site, lock),
+                Lookup::Absent(absence) => absent_response(absence),
             })
         });
         self.count("Get", reply)
@@ -234,22 +284,20 @@ impl Kv for KvService {
     ) -> Result<Response<pb::SetMembersResponse>, Status> {
         let request = request.into_inner();
         let key = request.key;
-        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|read| {
-            match read.map(|read| read.value) {
+        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|lookup| {
+            let value = match lookup {
+                Lookup::Found { read, .. } => Some(read.value),
+                Lookup::Absent(_) => None,
+            };
+            match value {
                 None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
                 Some(Value::Set(members)) => {
                     Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
                 }
-                Some(other) => Err(with_reason(
-                    failed(
-                        Code::FailedPrecondition,
-                        format!(
-                            "SetMembers {}: the key holds a {}; SetMembers needs a set",
-                            show_key(&key),
-                            other.kind()
-                        ),
-                    ),
-                    Reason::TypeMismatch,
+                Some(other) => Err(failed(
+                    Code::FailedPrecondition,
+                    Reason::TypeMismatch { holds: other.kind().name().into(), needs: Kind::Set.name().into() },
+                    format!("SetMembers {}: the key holds a {}; SetMembers needs a set", show_key(&key), other.kind()),
                 )),
             }
         });
@@ -269,8 +317,8 @@ impl Kv for KvService {
         const BATCH_OPS_MAX: usize = 10_000;
         let ops = request.into_inner().ops;
         if ops.len() > BATCH_OPS_MAX {
-            let status =
-                failed(Code::InvalidArgument, format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len()));
+            let message = format!("Batch: {} operations; the limit is {BATCH_OPS_MAX}", ops.len());
+            let status = failed(Code::InvalidArgument, Reason::invalid("ops"), message);
             return self.count("Batch", Err(status));
         }
         // Operations that cannot even be converted fail alone; the rest go to the store together.
@@ -308,14 +356,14 @@ impl Kv for KvService {
 
 /// A failed write of a batch, with the outcome and reason its status carries.
 fn status_result(status: &Status) -> pb::WriteResult {
+    let (outcome, reason, fields) = geostore_proto::outcome::result_parts(status);
     pb::WriteResult {
         code: status.code() as i32,
         message: status.message().to_string(),
         response: None,
-        outcome: geostore_proto::outcome::outcome_of(status).as_str().to_string(),
-        reason: geostore_proto::outcome::reason_of(status)
-            .map(|reason| reason.as_str().to_string())
-            .unwrap_or_default(),
+        outcome,
+        reason,
+        fields: fields.into_iter().collect(),
     }
 }
 

@@ -3,12 +3,14 @@
 //! process tests), so that they cannot disagree on how a mesh is wired.
 //!
 //! Today a site is one node: every node pulls from the node of every other site, and every node is a
-//! voting member of the cross-site lock group, with lock-group id = its position + 1.
+//! voting member of the cross-site lock group, with lock-group id = its position + 1. A node is told its
+//! place by the member list ([`Topology::members`], `--member`); the older flags `--peer` and
+//! `--lock-member` are still built here for the tests that start nodes without a lock group.
 //!
 //! How node `from` reaches node `to` is a [`Route`]: [`direct`] uses `to`'s own endpoint; a test puts a
 //! fault proxy on each link by routing through it.
 
-use crate::config::{LockMemberConfig, NodeSettings, PeerConfig};
+use crate::config::{LockMemberConfig, MemberConfig, NodeSettings, PeerConfig};
 
 /// One node of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,23 +80,40 @@ impl Topology {
             .collect()
     }
 
-    /// Node `i`'s place in the cluster as settings: its site, id, peers and lock members. Everything else
-    /// (addresses to bind, data directory, tuning) is left for the caller to fill in.
+    /// The member list as node `i` knows it: every node, itself included (at its own endpoint), the others
+    /// as `route` reaches them, each marked voter or learner as the topology says.
+    pub fn members(&self, i: usize, route: Route) -> Vec<MemberConfig> {
+        self.lock_members(i, route)
+            .into_iter()
+            .map(|member| MemberConfig {
+                id: member.id,
+                site: member.site,
+                endpoint: member.endpoint,
+                voter: Some(member.voter),
+            })
+            .collect()
+    }
+
+    /// Node `i`'s place in the cluster as settings: its site, its id and the member list (from which it
+    /// takes its peers and lock group). Everything else (addresses to bind, data directory, tuning) is left
+    /// for the caller to fill in.
     pub fn settings(&self, i: usize, route: Route) -> NodeSettings {
         NodeSettings {
             site: Some(self.nodes[i].site.clone()),
             node_id: Some(self.nodes[i].id),
-            peers: Some(self.peers(i, route)),
-            lock_members: Some(self.lock_members(i, route)),
+            members: Some(self.members(i, route)),
             ..NodeSettings::default()
         }
     }
 
-    /// [`Topology::settings`] as `geostore node` flags: [`Topology::replication_flags`] followed by
-    /// [`Topology::lock_group_flags`].
+    /// [`Topology::settings`] as `geostore node` flags: `--node-id` and one `--member` per node.
     pub fn flags(&self, i: usize, route: Route) -> Vec<String> {
-        let mut flags = self.replication_flags(i, route);
-        flags.extend(self.lock_group_flags(i, route));
+        let mut flags = vec!["--node-id".to_string(), self.nodes[i].id.to_string()];
+        for member in self.members(i, route) {
+            let role = if member.voter == Some(false) { "learner" } else { "voter" };
+            flags.push("--member".into());
+            flags.push(format!("{}={}={}={role}", member.id, member.site, member.endpoint));
+        }
         flags
     }
 
@@ -149,22 +168,50 @@ mod tests {
         let settings = topology.settings(0, &via_proxy);
         assert_eq!(settings.site.as_deref(), Some("a"));
         assert_eq!(settings.node_id, Some(1));
-        assert_eq!(settings.peers.unwrap()[1].endpoint, "http://proxy-0-2");
+        assert_eq!(settings.members.unwrap()[2].endpoint, "http://proxy-0-2");
+    }
+
+    /// The values of every `flag` in `flags`.
+    fn values(flags: &[String], flag: &str) -> Vec<String> {
+        flags.iter().zip(flags.iter().skip(1)).filter(|(f, _)| *f == flag).map(|(_, v)| v.clone()).collect()
     }
 
     #[test]
-    fn flags_parse_back_into_the_same_peers_and_members() {
+    fn the_older_flags_parse_back_into_the_same_peers_and_lock_members() {
         let mut topology = three();
         topology.nodes[2].voter = false;
-        let flags = topology.flags(0, &direct(&topology));
-        let values = |flag: &str| -> Vec<String> {
-            flags.iter().zip(flags.iter().skip(1)).filter(|(f, _)| *f == flag).map(|(_, v)| v.clone()).collect()
-        };
-        assert_eq!(values("--site"), ["a"]);
-        assert_eq!(values("--node-id"), ["1"]);
-        let peers: Vec<PeerConfig> = values("--peer").iter().map(|p| p.parse().unwrap()).collect();
+        let mut flags = topology.replication_flags(0, &direct(&topology));
+        flags.extend(topology.lock_group_flags(0, &direct(&topology)));
+        assert_eq!(values(&flags, "--site"), ["a"]);
+        assert_eq!(values(&flags, "--node-id"), ["1"]);
+        let peers: Vec<PeerConfig> = values(&flags, "--peer").iter().map(|p| p.parse().unwrap()).collect();
         assert_eq!(peers, topology.peers(0, &direct(&topology)));
-        let members: Vec<LockMemberConfig> = values("--lock-member").iter().map(|m| m.parse().unwrap()).collect();
+        let members: Vec<LockMemberConfig> =
+            values(&flags, "--lock-member").iter().map(|m| m.parse().unwrap()).collect();
         assert_eq!(members, topology.lock_members(0, &direct(&topology)));
+    }
+
+    #[test]
+    fn the_member_flags_resolve_to_what_the_older_flags_say() {
+        let mut topology = three();
+        topology.nodes[2].voter = false;
+        let flags = topology.flags(1, &direct(&topology));
+        assert_eq!(values(&flags, "--node-id"), ["2"]);
+        let members: Vec<MemberConfig> = values(&flags, "--member").iter().map(|m| m.parse().unwrap()).collect();
+        assert_eq!(members, topology.members(1, &direct(&topology)));
+        let place = |settings: NodeSettings| {
+            let config = NodeSettings { data_dir: Some("d".into()), listen: Some("127.0.0.1:0".into()), ..settings }
+                .resolve()
+                .unwrap();
+            (config.store.site, config.peers, config.lock_group.unwrap().members)
+        };
+        let older = NodeSettings {
+            site: Some("b".into()),
+            node_id: Some(2),
+            peers: Some(topology.peers(1, &direct(&topology))),
+            lock_members: Some(topology.lock_members(1, &direct(&topology))),
+            ..NodeSettings::default()
+        };
+        assert_eq!(place(topology.settings(1, &direct(&topology))), place(older));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod net;
 pub mod outcome;
+pub mod token;
 
 /// The messages and the client and server stubs of package `geostore.v1`, generated at build time from
 /// `proto/geostore/v1/*.proto` (the comments there are the documentation of each message and field).

@@ -1,10 +1,17 @@
-//! The outcome protocol: whether a failed call may have been applied, decided from data.
+//! The outcome protocol: whether a failed call may have been applied, and why it failed, decided from data.
 //!
 //! Every error a geostore server returns, from every service (KV, Lock, Cluster, Replication, Raft),
-//! carries its [`Outcome`] in the response metadata under [`OUTCOME_METADATA`], and a refusal that a caller
-//! may want to act on carries a [`Reason`] under [`REASON_METADATA`]. Servers build their statuses with
-//! [`failed`] and [`unknown`]; callers read them back with [`outcome_of`] and [`reason_of`]. Nothing in
-//! geostore decides anything from an error's message text: messages are for people.
+//! carries
+//! - its [`Outcome`] in the response metadata under [`OUTCOME_METADATA`] (`failed` or `unknown`);
+//! - its [`Reason`] (`STALE_FENCE`, `INVALID_REQUEST`, ...) under [`REASON_METADATA`];
+//! - both again, with the reason's fields (the lock, the stale and the known token, ...), as a
+//!   `google.rpc.ErrorInfo` in the status details (the `grpc-status-details-bin` trailer that gRPC's
+//!   libraries decode: `grpc_status.rpc_status.from_call` in Python, `status.FromError` in Go), with
+//!   domain [`ERROR_DOMAIN`] and the outcome as metadata `outcome`.
+//!
+//! Servers build their statuses with [`failed`] and [`unknown`]; callers read them back with
+//! [`outcome_of`] and [`reason_of`]. Nothing in geostore decides anything from an error's message text:
+//! messages are for people.
 //!
 //! A status that did not come from a geostore handler has no outcome in its metadata: it was made by the
 //! transport on the caller's side (a deadline, a broken connection, a reply too large) or by tonic's server
@@ -12,16 +19,22 @@
 //! nothing was sent: the connection was never opened ([`NotConnected`] in the error's source chain, put
 //! there by every [`crate::net::Dialer`]) or the method does not exist on the server (`UNIMPLEMENTED`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::fmt;
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The response metadata key holding a failed call's [`Outcome`] (`failed` or `unknown`).
 pub const OUTCOME_METADATA: &str = "geostore-outcome";
-/// The response metadata key holding a refusal's [`Reason`] (e.g. `stale_fence`).
+/// The response metadata key holding a failed call's [`Reason`] name (e.g. `STALE_FENCE`).
 pub const REASON_METADATA: &str = "geostore-reason";
+/// The `domain` of every `google.rpc.ErrorInfo` a geostore server sends.
+pub const ERROR_DOMAIN: &str = "geostore";
+/// The `google.rpc.ErrorInfo` metadata key that repeats the outcome.
+pub const OUTCOME_FIELD: &str = "outcome";
 
 /// Whether a failed call may have taken effect, as Jepsen records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,87 +70,225 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Why a request was refused, for the refusals a caller may act on. The status code says the class; the
-/// reason says which of the refusals sharing a code it was (FAILED_PRECONDITION alone means four things).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a call failed, with the facts a caller may act on. The status code says the class; the reason says
+/// which of the failures sharing a code it was (FAILED_PRECONDITION alone means four things) and carries
+/// its fields. On the wire: [`Reason::name`] and [`Reason::fields`], documented in `proto/geostore/v1`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// The write carried a fencing token lower than one the replica already knows for that lock.
-    StaleFence,
+    /// The request is wrong in itself (an empty key, a TTL out of range, a malformed token, ...).
+    InvalidRequest {
+        /// The request field at fault (`key`, `value`, `ttl_ms`, `fence`, `after`, `name`, ...).
+        field: String,
+    },
+    /// The write carried a fencing token lower than one this replica already knows for that lock.
+    StaleFence {
+        /// The lock the write was made under.
+        lock: String,
+        /// The write's token.
+        token: u64,
+        /// The highest token this replica knows for the lock.
+        known_token: u64,
+    },
     /// The operation does not fit the type the key holds (an increment of a set, ...).
-    TypeMismatch,
-    /// The operation needs an existing key (Expire) and the key is absent.
+    TypeMismatch {
+        /// The type the key holds: `register`, `counter` or `set`.
+        holds: String,
+        /// The type the operation needs.
+        needs: String,
+    },
+    /// The operation needs an existing key (Expire) and the key is absent, deleted or expired.
     KeyNotFound,
     /// An increment would take the counter past the 64-bit range.
-    CounterOverflow,
-    /// A read's causal token names a write this node has not seen within the wait.
-    NotYetReplicated,
+    CounterOverflow {
+        /// The counter's value as this replica sees it.
+        current: i64,
+        /// The refused increment.
+        delta: i64,
+    },
+    /// A read's causal token names a write this node had not seen when the wait ran out.
+    NotYetReplicated {
+        /// The token waited for, in its text form (see [`crate::token`]).
+        after: String,
+    },
     /// The node could not take the write (its writer is stopped or full); nothing was applied.
     NotApplied,
+    /// The write may or may not be durable: the node failed while it was being committed.
+    WriteInDoubt,
     /// The lock is held by someone else and the caller asked not to wait.
-    LockBusy,
-    /// The caller does not hold the lock (with that token) it tried to release or keep alive.
-    NotHolder,
+    LockBusy {
+        /// The lock.
+        lock: String,
+        /// The holder's token, if the lock is held (it may be only queued for).
+        holder_token: Option<u64>,
+    },
+    /// The caller's token does not hold the lock it tried to release or keep alive (the lease expired,
+    /// was released, or the lock was granted to someone else).
+    NotHolder {
+        /// The lock.
+        lock: String,
+        /// The caller's token.
+        token: u64,
+        /// The token that holds the lock now, if any.
+        current_token: Option<u64>,
+    },
+    /// The lock was not granted within the caller's wait; the request left the queue.
+    NotGranted {
+        /// The lock.
+        lock: String,
+    },
+    /// The lock group could not decide the request: no leader, or the leader was lost while deciding.
+    LockGroupUnavailable,
+    /// The request would exceed a limit of the server (too many locks or waiters, ...).
+    LimitReached,
+    /// The lock request id was already used for a different request.
+    RequestIdReused,
+    /// The server failed (a storage error); see the message.
+    Internal,
 }
 
 impl Reason {
-    /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 8] = [
-        Reason::StaleFence,
-        Reason::TypeMismatch,
-        Reason::KeyNotFound,
-        Reason::CounterOverflow,
-        Reason::NotYetReplicated,
-        Reason::NotApplied,
-        Reason::LockBusy,
-        Reason::NotHolder,
-    ];
-
-    /// The form on the wire.
-    pub fn as_str(self) -> &'static str {
+    /// The reason's name on the wire: `google.rpc.ErrorInfo.reason`, the `geostore-reason` metadata and
+    /// `WriteResult.reason`.
+    pub fn name(&self) -> &'static str {
         match self {
-            Reason::StaleFence => "stale_fence",
-            Reason::TypeMismatch => "type_mismatch",
-            Reason::KeyNotFound => "key_not_found",
-            Reason::CounterOverflow => "counter_overflow",
-            Reason::NotYetReplicated => "not_yet_replicated",
-            Reason::NotApplied => "not_applied",
-            Reason::LockBusy => "lock_busy",
-            Reason::NotHolder => "not_holder",
+            Reason::InvalidRequest { .. } => "INVALID_REQUEST",
+            Reason::StaleFence { .. } => "STALE_FENCE",
+            Reason::TypeMismatch { .. } => "TYPE_MISMATCH",
+            Reason::KeyNotFound => "KEY_NOT_FOUND",
+            Reason::CounterOverflow { .. } => "COUNTER_OVERFLOW",
+            Reason::NotYetReplicated { .. } => "NOT_YET_REPLICATED",
+            Reason::NotApplied => "NOT_APPLIED",
+            Reason::WriteInDoubt => "WRITE_IN_DOUBT",
+            Reason::LockBusy { .. } => "LOCK_BUSY",
+            Reason::NotHolder { .. } => "NOT_HOLDER",
+            Reason::NotGranted { .. } => "NOT_GRANTED",
+            Reason::LockGroupUnavailable => "LOCK_GROUP_UNAVAILABLE",
+            Reason::LimitReached => "LIMIT_REACHED",
+            Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::Internal => "INTERNAL",
         }
     }
 
-    /// Reads the form on the wire; `None` for a reason this build does not know (a newer server's).
-    pub fn parse(text: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|reason| reason.as_str() == text)
+    /// Every reason's name, for tests and documentation.
+    pub const NAMES: [&'static str; 15] = [
+        "INVALID_REQUEST",
+        "STALE_FENCE",
+        "TYPE_MISMATCH",
+        "KEY_NOT_FOUND",
+        "COUNTER_OVERFLOW",
+        "NOT_YET_REPLICATED",
+        "NOT_APPLIED",
+        "WRITE_IN_DOUBT",
+        "LOCK_BUSY",
+        "NOT_HOLDER",
+        "NOT_GRANTED",
+        "LOCK_GROUP_UNAVAILABLE",
+        "LIMIT_REACHED",
+        "REQUEST_ID_REUSED",
+        "INTERNAL",
+    ];
+
+    /// The reason's fields as `google.rpc.ErrorInfo` metadata (numbers in decimal; an absent optional
+    /// field is left out).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let optional = |name: &'static str, value: &Option<u64>| value.map(|value| (name, value.to_string()));
+        match self {
+            Reason::InvalidRequest { field } => vec![("field", field.clone())],
+            Reason::StaleFence { lock, token, known_token } => {
+                vec![("lock", lock.clone()), ("token", token.to_string()), ("known_token", known_token.to_string())]
+            }
+            Reason::TypeMismatch { holds, needs } => vec![("holds", holds.clone()), ("needs", needs.clone())],
+            Reason::CounterOverflow { current, delta } => {
+                vec![("current", current.to_string()), ("delta", delta.to_string())]
+            }
+            Reason::NotYetReplicated { after } => vec![("after", after.clone())],
+            Reason::LockBusy { lock, holder_token } => {
+                std::iter::once(("lock", lock.clone())).chain(optional("holder_token", holder_token)).collect()
+            }
+            Reason::NotHolder { lock, token, current_token } => [("lock", lock.clone()), ("token", token.to_string())]
+                .into_iter()
+                .chain(optional("current_token", current_token))
+                .collect(),
+            Reason::NotGranted { lock } => vec![("lock", lock.clone())],
+            Reason::KeyNotFound
+            | Reason::NotApplied
+            | Reason::WriteInDoubt
+            | Reason::LockGroupUnavailable
+            | Reason::LimitReached
+            | Reason::RequestIdReused
+            | Reason::Internal => Vec::new(),
+        }
+    }
+
+    /// The reason named `name` with `fields`, as [`Reason::name`] and [`Reason::fields`] wrote them;
+    /// `None` for a name this build does not know (a newer server's) or a field that is missing or
+    /// malformed.
+    pub fn from_wire(name: &str, fields: &dyn Fn(&str) -> Option<String>) -> Option<Reason> {
+        let text = |key: &str| fields(key);
+        let number = |key: &str| text(key)?.parse::<u64>().ok();
+        let signed = |key: &str| text(key)?.parse::<i64>().ok();
+        // An optional number: absent is `Some(None)`, malformed is `None`.
+        let optional = |key: &str| match text(key) {
+            None => Some(None),
+            Some(value) => value.parse::<u64>().ok().map(Some),
+        };
+        Some(match name {
+            "INVALID_REQUEST" => Reason::InvalidRequest { field: text("field")? },
+            "STALE_FENCE" => {
+                Reason::StaleFence { lock: text("lock")?, token: number("token")?, known_token: number("known_token")? }
+            }
+            "TYPE_MISMATCH" => Reason::TypeMismatch { holds: text("holds")?, needs: text("needs")? },
+            "KEY_NOT_FOUND" => Reason::KeyNotFound,
+            "COUNTER_OVERFLOW" => Reason::CounterOverflow { current: signed("current")?, delta: signed("delta")? },
+            "NOT_YET_REPLICATED" => Reason::NotYetReplicated { after: text("after")? },
+            "NOT_APPLIED" => Reason::NotApplied,
+            "WRITE_IN_DOUBT" => Reason::WriteInDoubt,
+            "LOCK_BUSY" => Reason::LockBusy { lock: text("lock")?, holder_token: optional("holder_token")? },
+            "NOT_HOLDER" => Reason::NotHolder {
+                lock: text("lock")?,
+                token: number("token")?,
+                current_token: optional("current_token")?,
+            },
+            "NOT_GRANTED" => Reason::NotGranted { lock: text("lock")? },
+            "LOCK_GROUP_UNAVAILABLE" => Reason::LockGroupUnavailable,
+            "LIMIT_REACHED" => Reason::LimitReached,
+            "REQUEST_ID_REUSED" => Reason::RequestIdReused,
+            "INTERNAL" => Reason::Internal,
+            _ => return None,
+        })
+    }
+
+    /// A refusal of `field`, for the many checks of a request's form.
+    pub fn invalid(field: &str) -> Reason {
+        Reason::InvalidRequest { field: field.to_string() }
     }
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
-/// A status whose call certainly changed nothing.
-pub fn failed(code: Code, message: impl Into<String>) -> Status {
-    with_outcome(Status::new(code, message), Outcome::Failed)
+/// A status whose call certainly changed nothing, failed for `reason`.
+pub fn failed(code: Code, reason: Reason, message: impl Into<String>) -> Status {
+    status(code, Outcome::Failed, &reason, message.into())
 }
 
-/// A status after which the call may or may not have been applied.
-pub fn unknown(code: Code, message: impl Into<String>) -> Status {
-    with_outcome(Status::new(code, message), Outcome::Unknown)
+/// A status after which the call may or may not have been applied, failed for `reason`.
+pub fn unknown(code: Code, reason: Reason, message: impl Into<String>) -> Status {
+    status(code, Outcome::Unknown, &reason, message.into())
 }
 
-/// `status` marked with `outcome` (replacing any outcome it had).
-pub fn with_outcome(mut status: Status, outcome: Outcome) -> Status {
-    status.metadata_mut().insert(OUTCOME_METADATA, MetadataValue::from_static(outcome.as_str()));
-    status
-}
-
-/// `status` marked with `reason`.
-pub fn with_reason(mut status: Status, reason: Reason) -> Status {
-    status.metadata_mut().insert(REASON_METADATA, MetadataValue::from_static(reason.as_str()));
-    status
+fn status(code: Code, outcome: Outcome, reason: &Reason, message: String) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(OUTCOME_METADATA, MetadataValue::from_static(outcome.as_str()));
+    metadata.insert(REASON_METADATA, MetadataValue::from_static(reason.name()));
+    let mut fields: HashMap<String, String> =
+        reason.fields().into_iter().map(|(key, value)| (key.to_string(), value)).collect();
+    fields.insert(OUTCOME_FIELD.to_string(), outcome.as_str().to_string());
+    let details = ErrorDetails::with_error_info(reason.name(), ERROR_DOMAIN, fields);
+    Status::with_error_details_and_metadata(code, message, details, metadata)
 }
 
 /// Whether the call that failed with `status` may have been applied (see the module documentation).
@@ -149,9 +300,20 @@ pub fn outcome_of(status: &Status) -> Outcome {
     if status.code() == Code::Unimplemented || never_connected(status) { Outcome::Failed } else { Outcome::Unknown }
 }
 
-/// The reason a server gave for refusing the call, if it gave one this build knows.
+/// Why the call failed, from the `google.rpc.ErrorInfo` a geostore server put in the status details;
+/// `None` if there is none (the status did not come from a geostore handler) or this build does not
+/// know its reason.
 pub fn reason_of(status: &Status) -> Option<Reason> {
-    status.metadata().get(REASON_METADATA).and_then(|value| value.to_str().ok()).and_then(Reason::parse)
+    let info = status.get_details_error_info().filter(|info| info.domain == ERROR_DOMAIN)?;
+    Reason::from_wire(&info.reason, &|key| info.metadata.get(key).cloned())
+}
+
+/// A failed call's outcome, reason and fields in the form a batch result carries them
+/// (`WriteResult.outcome`, `.reason`, `.fields`).
+pub fn result_parts(status: &Status) -> (String, String, BTreeMap<String, String>) {
+    let reason = reason_of(status);
+    let fields = reason.iter().flat_map(Reason::fields).map(|(key, value)| (key.to_string(), value)).collect();
+    (outcome_of(status).as_str().to_string(), reason.map(|r| r.name().to_string()).unwrap_or_default(), fields)
 }
 
 /// Whether `status` failed because its connection could not be opened, so that nothing was sent.
@@ -188,23 +350,68 @@ impl std::error::Error for NotConnected {
 mod tests {
     use super::*;
 
+    fn every_reason() -> Vec<Reason> {
+        vec![
+            Reason::invalid("key"),
+            Reason::StaleFence { lock: "orders".into(), token: 7, known_token: 9 },
+            Reason::TypeMismatch { holds: "set".into(), needs: "counter".into() },
+            Reason::KeyNotFound,
+            Reason::CounterOverflow { current: i64::MAX, delta: 1 },
+            Reason::NotYetReplicated { after: "eu:3:41".into() },
+            Reason::NotApplied,
+            Reason::WriteInDoubt,
+            Reason::LockBusy { lock: "l".into(), holder_token: Some(4) },
+            Reason::LockBusy { lock: "l".into(), holder_token: None },
+            Reason::NotHolder { lock: "l".into(), token: 3, current_token: Some(5) },
+            Reason::NotHolder { lock: "l".into(), token: 3, current_token: None },
+            Reason::NotGranted { lock: "l".into() },
+            Reason::LockGroupUnavailable,
+            Reason::LimitReached,
+            Reason::RequestIdReused,
+            Reason::Internal,
+        ]
+    }
+
     #[test]
-    fn outcomes_and_reasons_survive_the_metadata() {
-        let status = with_reason(failed(Code::FailedPrecondition, "stale"), Reason::StaleFence);
-        assert_eq!(outcome_of(&status), Outcome::Failed);
-        assert_eq!(reason_of(&status), Some(Reason::StaleFence));
-        let status = unknown(Code::Unavailable, "lost the leader");
-        assert_eq!(outcome_of(&status), Outcome::Unknown);
-        assert_eq!(reason_of(&status), None);
-        for reason in Reason::ALL {
-            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+    fn every_reason_survives_the_status_details() {
+        let mut names = std::collections::BTreeSet::new();
+        for reason in every_reason() {
+            let status = failed(Code::FailedPrecondition, reason.clone(), "refused");
+            assert_eq!(outcome_of(&status), Outcome::Failed);
+            assert_eq!(reason_of(&status), Some(reason.clone()));
+            assert_eq!(status.metadata().get(REASON_METADATA).unwrap().to_str().unwrap(), reason.name());
+            let info = status.get_details_error_info().unwrap();
+            assert_eq!((info.domain.as_str(), info.metadata[OUTCOME_FIELD].as_str()), (ERROR_DOMAIN, "failed"));
+            names.insert(reason.name());
         }
+        assert_eq!(names, Reason::NAMES.into_iter().collect(), "NAMES lists every reason once");
+        let status = unknown(Code::Unavailable, Reason::WriteInDoubt, "lost the writer");
+        assert_eq!(outcome_of(&status), Outcome::Unknown);
+        assert_eq!(status.get_details_error_info().unwrap().metadata[OUTCOME_FIELD], "unknown");
+    }
+
+    #[test]
+    fn a_reason_with_a_missing_or_malformed_field_is_not_trusted() {
+        let fields = BTreeMap::from([("lock".to_string(), "l".to_string()), ("token".to_string(), "x".to_string())]);
+        assert_eq!(Reason::from_wire("STALE_FENCE", &|key| fields.get(key).cloned()), None);
+        assert_eq!(Reason::from_wire("NOT_HOLDER", &|key| fields.get(key).cloned()), None);
+        assert_eq!(Reason::from_wire("SOMETHING_NEWER", &|_| None), None);
+        assert_eq!(Reason::from_wire("KEY_NOT_FOUND", &|_| None), Some(Reason::KeyNotFound));
+    }
+
+    #[test]
+    fn batch_results_carry_the_same_parts() {
+        let reason = Reason::StaleFence { lock: "orders".into(), token: 7, known_token: 9 };
+        let (outcome, name, fields) = result_parts(&failed(Code::FailedPrecondition, reason.clone(), "stale"));
+        assert_eq!((outcome.as_str(), name.as_str()), ("failed", "STALE_FENCE"));
+        assert_eq!(Reason::from_wire(&name, &|key| fields.get(key).cloned()), Some(reason));
     }
 
     #[test]
     fn a_status_without_an_outcome_is_unknown_unless_nothing_was_sent() {
         // A deadline or a broken connection on the caller's side: the request may have arrived.
         assert_eq!(outcome_of(&Status::unavailable("not applied")), Outcome::Unknown);
+        assert_eq!(reason_of(&Status::unavailable("not applied")), None);
         assert_eq!(outcome_of(&Status::invalid_argument("decode")), Outcome::Unknown);
         assert_eq!(outcome_of(&Status::unimplemented("no such method")), Outcome::Failed);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);

@@ -8,7 +8,8 @@
 //!    links heal; the time until every puller has merged its peer's whole log is reported.
 //!
 //! Usage: bench-replication [--rtt-ms 80] [--rate 10000] [--seconds 10] [--partition-seconds 60]
-//!        [--partition-keys 100000]   (run through scripts/bench-replication, which builds first)
+//!        [--partition-keys 100000] [--partitions 64]   (run through scripts/bench-replication, which
+//!        builds first; --partitions is the nodes' partition count, to measure what more partitions cost)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,10 +28,18 @@ struct Options {
     seconds: u64,
     partition_seconds: u64,
     partition_keys: u64,
+    partitions: u64,
 }
 
 fn options() -> Options {
-    let mut options = Options { rtt_ms: 80, rate: 10_000, seconds: 10, partition_seconds: 60, partition_keys: 100_000 };
+    let mut options = Options {
+        rtt_ms: 80,
+        rate: 10_000,
+        seconds: 10,
+        partition_seconds: 60,
+        partition_keys: 100_000,
+        partitions: 64,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", pair[0]));
@@ -40,6 +49,7 @@ fn options() -> Options {
             "--seconds" => options.seconds = value,
             "--partition-seconds" => options.partition_seconds = value,
             "--partition-keys" => options.partition_keys = value,
+            "--partitions" => options.partitions = value,
             other => panic!("unknown option {other}"),
         }
     }
@@ -128,7 +138,9 @@ async fn wait_for_tokens(client: &Client, tokens: &BTreeMap<u32, pb::CausalToken
         loop {
             match client.get_after("probe", token.clone(), Some(Duration::from_secs(5))).await {
                 Ok(_) => break,
-                Err(error) if error.reason == Some(geostore_client::Reason::NotYetReplicated) => continue,
+                Err(error) if matches!(error.reason, Some(geostore_client::Reason::NotYetReplicated { .. })) => {
+                    continue;
+                }
                 Err(error) => panic!("{}", error.message),
             }
         }
@@ -140,13 +152,18 @@ async fn main() {
     let options = options();
     let dir = tempfile::tempdir().unwrap();
     let delayed = Faults { delay_ms: options.rtt_ms / 2, jitter_ms: 0, ..Faults::default() };
-    let mesh = SiteMesh::start(dir.path(), &SITES, delayed, &["--http-listen", "127.0.0.1:0"]).await;
+    let partitions = options.partitions.to_string();
+    let node_args = ["--http-listen", "127.0.0.1:0", "--partitions", partitions.as_str()];
+    let mesh = SiteMesh::start(dir.path(), &SITES, delayed, &node_args).await;
     let nodes = &mesh.nodes;
     let mut clients = Vec::new();
     for node in nodes {
         clients.push(Client::connect(&[&node.endpoint]).await.unwrap());
     }
-    println!("bench-replication: 3 sites, {} ms emulated round trips, one node per site", options.rtt_ms);
+    println!(
+        "bench-replication: 3 sites, {} ms emulated round trips, one node per site, {} partitions",
+        options.rtt_ms, options.partitions
+    );
 
     // 1. Lag at a steady rate.
     let before: Vec<_> = nodes[1..].iter().map(|n| lag_histogram(n.http.as_deref().unwrap())).collect();

@@ -81,7 +81,7 @@ async fn main() {
                 ("written", token.site.clone(), token.sequence, false)
             }
             Err(error) if error.outcome == Outcome::Failed => {
-                ("failed", String::new(), 0, error.reason == Some(geostore_client::Reason::StaleFence))
+                ("failed", String::new(), 0, matches!(error.reason, Some(geostore_client::Reason::StaleFence { .. })))
             }
             Err(_) => ("unknown", String::new(), 0, false),
         };

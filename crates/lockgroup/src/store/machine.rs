@@ -42,6 +42,7 @@ impl StateMachine {
         Ok(StateMachine { storage, shared: Shared::new(state), lock_delay_ms })
     }
 
+    /// The applied state as the rest of the node reads and waits on it.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }

@@ -19,8 +19,11 @@ use crate::types::{LogId, Member, NodeId};
 /// the cluster's sites and nodes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MachineState {
+    /// The locks, their holders and waiters.
     pub table: LockTable,
+    /// The last log entry applied to `table`.
     pub last_applied: Option<LogId>,
+    /// The membership as of the last membership entry applied.
     pub membership: StoredMembership<NodeId, Member>,
 }
 
@@ -74,14 +77,17 @@ impl Shared {
         self.waiters.lock().expect("waiters lock poisoned").remove(id);
     }
 
+    /// The names of locks as entries change them (a receiver that lags may miss some: re-read then).
     pub fn subscribe_changes(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
     }
 
+    /// The last applied log index, as it moves.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
+    /// How many requests on this node wait for an outcome.
     pub fn waiting_requests(&self) -> usize {
         self.waiters.lock().expect("waiters lock poisoned").len()
     }

@@ -8,7 +8,7 @@ mod settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use geostore_lockgroup::{GroupConfig, Member, MemberConfig, Timing};
+use geostore_lockgroup::{GroupConfig, Member, MemberConfig as GroupMemberConfig, Timing};
 use geostore_storage::Durability;
 
 pub use self::settings::*;
@@ -30,7 +30,78 @@ fn check_site_name(site: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_endpoint(what: &str, endpoint: &str) -> Result<(), String> {
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(format!("{what} endpoint {endpoint:?} must start with http:// or https://"));
+    }
+    Ok(())
+}
+
 impl NodeSettings {
+    /// `members` turned into what they replace: this node's site, its peers (the members of the other
+    /// sites) and the lock group's members (voters: those marked `=voter` if any is, else the lowest id of
+    /// each site unless marked `=learner`). Settings without `members` are returned as they are.
+    fn members_resolved(mut self) -> Result<Self, String> {
+        let Some(members) = self.members.take() else {
+            return Ok(self);
+        };
+        if self.peers.is_some() || self.lock_members.is_some() {
+            return Err("members replaces peers and lock_members: give the member list alone".into());
+        }
+        let id = self.node_id.ok_or("members is set but node_id is not: give this node its id")?;
+        for (index, member) in members.iter().enumerate() {
+            check_site_name(&member.site)?;
+            check_endpoint("member", &member.endpoint)?;
+            if member.id == 0 {
+                return Err("member ids start at 1".into());
+            }
+            if members[..index].iter().any(|other| other.id == member.id) {
+                return Err(format!("two members have id {}", member.id));
+            }
+            if let Some(other) = members[..index].iter().find(|other| other.site == member.site) {
+                return Err(format!(
+                    "site {:?} has members {} and {}: this version runs one node per site",
+                    member.site, other.id, member.id
+                ));
+            }
+        }
+        let own = members.iter().find(|member| member.id == id).ok_or_else(|| {
+            format!("node_id {id} is not among the members: the list names every member, this node included")
+        })?;
+        match &self.site {
+            Some(site) if *site != own.site => {
+                return Err(format!("member {id} is this node, but in site {:?}, not {site:?}", own.site));
+            }
+            _ => self.site = Some(own.site.clone()),
+        }
+        let marked = members.iter().any(|member| member.voter == Some(true));
+        let lowest_of_its_site =
+            |member: &MemberConfig| members.iter().filter(|other| other.site == member.site).all(|o| o.id >= member.id);
+        self.lock_members = Some(
+            members
+                .iter()
+                .map(|member| LockMemberConfig {
+                    id: member.id,
+                    site: member.site.clone(),
+                    endpoint: member.endpoint.clone(),
+                    voter: if marked {
+                        member.voter == Some(true)
+                    } else {
+                        member.voter.unwrap_or(lowest_of_its_site(member))
+                    },
+                })
+                .collect(),
+        );
+        self.peers = Some(
+            members
+                .iter()
+                .filter(|member| member.site != own.site)
+                .map(|member| PeerConfig { site: member.site.clone(), endpoint: member.endpoint.clone() })
+                .collect(),
+        );
+        Ok(self)
+    }
+
     /// The lock group's configuration, if this node is in one.
     fn lock_group(&self, site: &str) -> Result<Option<GroupConfig>, String> {
         let Some(members) = &self.lock_members else {
@@ -42,9 +113,7 @@ impl NodeSettings {
         let id = self.node_id.ok_or("lock_members is set but node_id is not: give this node its id")?;
         for member in members {
             check_site_name(&member.site)?;
-            if !(member.endpoint.starts_with("http://") || member.endpoint.starts_with("https://")) {
-                return Err(format!("lock member endpoint {:?} must start with http:// or https://", member.endpoint));
-            }
+            check_endpoint("lock member", &member.endpoint)?;
             if member.id == id && member.site != site {
                 return Err(format!("lock member {id} is this node, but in site {:?}, not {site:?}", member.site));
             }
@@ -56,7 +125,7 @@ impl NodeSettings {
             id,
             members: members
                 .iter()
-                .map(|m| MemberConfig {
+                .map(|m| GroupMemberConfig {
                     id: m.id,
                     member: Member { site: m.site.clone(), endpoint: m.endpoint.clone() },
                     voter: m.voter,
@@ -82,13 +151,15 @@ impl NodeSettings {
 
     /// The complete configuration, with defaults for what is unset; an error names what is missing or wrong.
     pub fn resolve(self) -> Result<NodeConfig, String> {
-        let lock_group = self.lock_group(self.site.as_deref().unwrap_or(SITE_DEFAULT))?;
-        let data_dir = self.data_dir.ok_or("no data directory: pass --data-dir or set data_dir in the config file")?;
+        let settings = self.members_resolved()?;
+        let lock_group = settings.lock_group(settings.site.as_deref().unwrap_or(SITE_DEFAULT))?;
+        let data_dir =
+            settings.data_dir.ok_or("no data directory: pass --data-dir or set data_dir in the config file")?;
         let listen =
-            self.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
-        let site = self.site.unwrap_or_else(|| SITE_DEFAULT.to_string());
+            settings.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
+        let site = settings.site.unwrap_or_else(|| SITE_DEFAULT.to_string());
         check_site_name(&site)?;
-        let peers = self.peers.unwrap_or_default();
+        let peers = settings.peers.unwrap_or_default();
         for (index, peer) in peers.iter().enumerate() {
             check_site_name(&peer.site)?;
             if peer.site == site {
@@ -100,38 +171,36 @@ impl NodeSettings {
             if peers[..index].iter().any(|other| other.site == peer.site) {
                 return Err(format!("two peers for site {:?}: one node per site for now", peer.site));
             }
-            if !(peer.endpoint.starts_with("http://") || peer.endpoint.starts_with("https://")) {
-                return Err(format!("peer endpoint {:?} must start with http:// or https://", peer.endpoint));
-            }
+            check_endpoint("peer", &peer.endpoint)?;
         }
-        let partitions = self.partitions.unwrap_or(PARTITIONS_DEFAULT);
+        let partitions = settings.partitions.unwrap_or(PARTITIONS_DEFAULT);
         if partitions == 0 {
             return Err("partitions must be at least 1".into());
         }
-        let value_bytes_max = self.value_bytes_max.unwrap_or(VALUE_BYTES_MAX_DEFAULT);
+        let value_bytes_max = settings.value_bytes_max.unwrap_or(VALUE_BYTES_MAX_DEFAULT);
         if value_bytes_max == 0 || value_bytes_max > 64 * 1024 * 1024 {
             return Err(format!("value_bytes_max {value_bytes_max} must be between 1 and 64 MiB"));
         }
-        let max_drift_ms = whole_millis(self.max_drift_ms.unwrap_or(MAX_DRIFT_DEFAULT));
+        let max_drift_ms = whole_millis(settings.max_drift_ms.unwrap_or(MAX_DRIFT_DEFAULT));
         if max_drift_ms == 0 {
             return Err("max_drift_ms must be positive".into());
         }
-        let write_queue_max = self.write_queue_max.unwrap_or(WRITE_QUEUE_MAX_DEFAULT);
-        let group_ops_max = self.group_ops_max.unwrap_or(GROUP_OPS_MAX_DEFAULT);
+        let write_queue_max = settings.write_queue_max.unwrap_or(WRITE_QUEUE_MAX_DEFAULT);
+        let group_ops_max = settings.group_ops_max.unwrap_or(GROUP_OPS_MAX_DEFAULT);
         if write_queue_max == 0 || group_ops_max == 0 {
             return Err("write_queue_max and group_ops_max must be at least 1".into());
         }
-        let durability = match self.sync.unwrap_or(SYNC_DEFAULT) {
+        let durability = match settings.sync.unwrap_or(SYNC_DEFAULT) {
             SyncPolicy::Always => Durability::Sync,
             SyncPolicy::None => Durability::Buffered,
         };
-        let log_retention_ops = self.log_retention_ops.unwrap_or(LOG_RETENTION_OPS_DEFAULT);
-        let log_retention_bytes = self.log_retention_bytes.unwrap_or(LOG_RETENTION_BYTES_DEFAULT);
-        let log_retention_ms = whole_millis(self.log_retention_ms.unwrap_or(LOG_RETENTION_DEFAULT));
+        let log_retention_ops = settings.log_retention_ops.unwrap_or(LOG_RETENTION_OPS_DEFAULT);
+        let log_retention_bytes = settings.log_retention_bytes.unwrap_or(LOG_RETENTION_BYTES_DEFAULT);
+        let log_retention_ms = whole_millis(settings.log_retention_ms.unwrap_or(LOG_RETENTION_DEFAULT));
         if log_retention_ops == 0 || log_retention_bytes == 0 || log_retention_ms == 0 {
             return Err("log_retention_ops, log_retention_bytes and log_retention_ms must be positive".into());
         }
-        let anti_entropy_interval = self.anti_entropy_interval_ms.unwrap_or(ANTI_ENTROPY_INTERVAL_DEFAULT);
+        let anti_entropy_interval = settings.anti_entropy_interval_ms.unwrap_or(ANTI_ENTROPY_INTERVAL_DEFAULT);
         if anti_entropy_interval < ANTI_ENTROPY_INTERVAL_MIN {
             return Err(format!(
                 "anti_entropy_interval_ms must be at least {}",
@@ -142,16 +211,16 @@ impl NodeSettings {
             lock_group,
             data_dir,
             listen,
-            http_listen: self.http_listen,
+            http_listen: settings.http_listen,
             peers,
             anti_entropy_interval,
-            causal_wait_max: self.causal_wait_max_ms.unwrap_or(CAUSAL_WAIT_MAX_DEFAULT),
-            log_trim_interval: self
+            causal_wait_max: settings.causal_wait_max_ms.unwrap_or(CAUSAL_WAIT_MAX_DEFAULT),
+            log_trim_interval: settings
                 .log_trim_interval_ms
                 .unwrap_or(LOG_TRIM_INTERVAL_DEFAULT)
                 .max(BACKGROUND_INTERVAL_MIN),
-            clock_offset_ms: self.clock_offset_ms.unwrap_or(CLOCK_OFFSET_MS_DEFAULT),
-            gc_interval: self.gc_interval_ms.unwrap_or(GC_INTERVAL_DEFAULT).max(BACKGROUND_INTERVAL_MIN),
+            clock_offset_ms: settings.clock_offset_ms.unwrap_or(CLOCK_OFFSET_MS_DEFAULT),
+            gc_interval: settings.gc_interval_ms.unwrap_or(GC_INTERVAL_DEFAULT).max(BACKGROUND_INTERVAL_MIN),
             store: StoreConfig {
                 log_retention_ops,
                 log_retention_bytes,
@@ -175,6 +244,7 @@ impl NodeSettings {
 pub struct NodeConfig {
     /// `None`: this node is not in a lock group and does not serve locks.
     pub lock_group: Option<GroupConfig>,
+    /// Where the node keeps its data (RocksDB).
     pub data_dir: PathBuf,
     /// gRPC address, `HOST:PORT`.
     pub listen: String,
@@ -182,12 +252,17 @@ pub struct NodeConfig {
     pub http_listen: Option<String>,
     /// One node of every other site.
     pub peers: Vec<PeerConfig>,
+    /// How often each partition is compared with each peer's.
     pub anti_entropy_interval: Duration,
+    /// The longest a read waits for a causal token.
     pub causal_wait_max: Duration,
+    /// How often the change logs are trimmed.
     pub log_trim_interval: Duration,
     /// Added to the system clock's readings, in milliseconds (fault tests only).
     pub clock_offset_ms: i64,
+    /// How often acknowledged tombstones are collected.
     pub gc_interval: Duration,
+    /// The store's own settings.
     pub store: StoreConfig,
 }
 
@@ -261,6 +336,7 @@ mod tests {
         for arg in command.get_arguments() {
             let key = arg.get_id().as_str();
             let expected = match key {
+                "members" => "member".to_string(),
                 "peers" => "peer".to_string(),
                 "lock_members" => "lock-member".to_string(),
                 key => key.replace('_', "-"),
@@ -317,12 +393,18 @@ mod tests {
     }
 
     /// The example file sets every setting (so that it documents them all) and nothing else, and resolves.
+    /// It describes the cluster by `members`, so `peers` and `lock_members`, which that replaces, are only
+    /// in its comments.
     #[test]
     fn the_example_configuration_sets_every_setting_and_is_valid() {
         let text = include_str!("../../../../deploy/node.example.toml");
         let keys: BTreeSet<String> = toml::from_str::<toml::Table>(text).unwrap().keys().cloned().collect();
         let command = NodeSettings::augment_args(clap::Command::new("node"));
-        let settings: BTreeSet<String> = command.get_arguments().map(|arg| arg.get_id().to_string()).collect();
+        let settings: BTreeSet<String> = command
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .filter(|id| id != "peers" && id != "lock_members")
+            .collect();
         assert_eq!(keys, settings, "the keys of deploy/node.example.toml against the settings");
         let example: NodeSettings = toml::from_str(text).unwrap();
         let config = example.resolve().unwrap();
@@ -390,5 +472,80 @@ mod tests {
         assert!(not_member.resolve().unwrap_err().contains("not among the members"));
         let bad_timing = NodeSettings { raft_election_timeout_min_ms: Some(Duration::from_millis(150)), ..settings };
         assert!(bad_timing.resolve().unwrap_err().contains("twice the heartbeat"));
+    }
+
+    /// The flags of node `id` of a three-site cluster described by its member list, with `extra` after.
+    fn member_flags(id: &str, extra: &[&str]) -> NodeSettings {
+        let mut given = vec!["--data-dir", "d", "--listen", "127.0.0.1:0", "--node-id", id];
+        for member in ["1=a=http://127.0.0.1:7000", "2=b=http://127.0.0.1:7001", "3=c=http://127.0.0.1:7002"] {
+            given.extend(["--member", member]);
+        }
+        given.extend(extra);
+        NodeSettings::default().overridden_by_flags(&flags(&given).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_member_list_gives_the_site_the_peers_and_the_lock_group() {
+        let config = member_flags("2", &[]).resolve().unwrap();
+        assert_eq!(config.store.site, "b");
+        let peers: Vec<(&str, &str)> = config.peers.iter().map(|p| (p.site.as_str(), p.endpoint.as_str())).collect();
+        assert_eq!(peers, [("a", "http://127.0.0.1:7000"), ("c", "http://127.0.0.1:7002")]);
+        let group = config.lock_group.unwrap();
+        assert_eq!(group.id, 2);
+        let members: Vec<(u64, &str, bool)> =
+            group.members.iter().map(|m| (m.id, m.member.site.as_str(), m.voter)).collect();
+        assert_eq!(members, [(1, "a", true), (2, "b", true), (3, "c", true)]);
+        assert_eq!(group.members[2].member.endpoint, "http://127.0.0.1:7002");
+    }
+
+    #[test]
+    fn members_marked_voter_or_learner_choose_the_lock_groups_voters() {
+        let voters = |settings: NodeSettings| -> Vec<bool> {
+            settings.resolve().unwrap().lock_group.unwrap().members.iter().map(|m| m.voter).collect()
+        };
+        let learner = member_flags("1", &["--member", "4=d=http://127.0.0.1:7003=learner"]);
+        assert_eq!(voters(learner), [true, true, true, false]);
+        let file: NodeSettings = toml::from_str(
+            r#"
+            data_dir = "d"
+            listen = "127.0.0.1:0"
+            node_id = 2
+            [[members]]
+            id = 1
+            site = "a"
+            endpoint = "http://127.0.0.1:7000"
+            voter = true
+            [[members]]
+            id = 2
+            site = "b"
+            endpoint = "http://127.0.0.1:7001"
+            "#,
+        )
+        .unwrap();
+        // One member is marked a voter: the others are learners.
+        assert_eq!(voters(file), [true, false]);
+        let parsed: MemberConfig = "7=eu=https://h:1=voter".parse().unwrap();
+        assert_eq!(
+            parsed,
+            MemberConfig { id: 7, site: "eu".into(), endpoint: "https://h:1".into(), voter: Some(true) }
+        );
+        let error = flags(&["--member", "eu=http://h:1"]).unwrap_err().to_string();
+        assert!(error.contains("ID=SITE=http://HOST:PORT"), "{error}");
+    }
+
+    #[test]
+    fn a_member_list_that_does_not_describe_this_cluster_is_refused() {
+        let refused = |id: &str, extra: &[&str]| member_flags(id, extra).resolve().unwrap_err();
+        assert!(refused("9", &[]).contains("node_id 9 is not among the members"));
+        assert!(refused("1", &["--member", "2=d=http://h:1"]).contains("two members have id 2"));
+        assert!(refused("1", &["--member", "4=a=http://h:1"]).contains("one node per site"));
+        assert!(refused("1", &["--member", "0=d=http://h:1"]).contains("start at 1"));
+        assert!(refused("1", &["--member", "4=d=h:1"]).contains("must start with http://"));
+        assert!(refused("1", &["--member", "4=d e=http://h:1"]).contains("site name"));
+        assert!(refused("1", &["--site", "b"]).contains("not \"b\""));
+        assert!(refused("1", &["--peer", "b=http://h:1"]).contains("members replaces peers"));
+        assert!(refused("1", &["--lock-member", "1=a=http://h:1"]).contains("members replaces peers"));
+        let no_id = NodeSettings { node_id: None, ..member_flags("1", &[]) };
+        assert!(no_id.resolve().unwrap_err().contains("node_id is not"));
     }
 }

@@ -1,8 +1,8 @@
 //! Every node setting, declared once. [`NodeSettings`] is at the same time the flags of `geostore node`
 //! (clap) and the keys of its TOML file (serde): a flag is the key with `-` for `_` (`--data-dir` is
-//! `data_dir`), except the repeated `--peer` and `--lock-member`, which are the arrays `peers` and
-//! `lock_members`. Every field is optional, so that a flag given overrides the file and a key in the file
-//! overrides the default. The defaults are the `*_DEFAULT` constants below: `--help` shows them and
+//! `data_dir`), except the repeated `--member`, `--peer` and `--lock-member`, which are the arrays
+//! `members`, `peers` and `lock_members`. Every field is optional, so that a flag given overrides the file
+//! and a key in the file overrides the default. The defaults are the `*_DEFAULT` constants below: `--help` shows them and
 //! [`NodeSettings::resolve`] applies them.
 //!
 //! Adding a setting: a field here (its doc comment is its `--help` text and its documentation), a
@@ -19,27 +19,44 @@ use geostore_lockgroup::Timing;
 
 /// The site a node is in when none is given.
 pub const SITE_DEFAULT: &str = "local";
+/// The default of [`NodeSettings::partitions`].
 pub const PARTITIONS_DEFAULT: u16 = geostore_model::DEFAULT_PARTITIONS;
+/// The default of [`NodeSettings::sync`].
 pub const SYNC_DEFAULT: SyncPolicy = SyncPolicy::Always;
+/// The default of [`NodeSettings::value_bytes_max`].
 pub const VALUE_BYTES_MAX_DEFAULT: usize = geostore_model::limits::DEFAULT_VALUE_BYTES_MAX;
+/// The default of [`NodeSettings::max_drift_ms`].
 pub const MAX_DRIFT_DEFAULT: Duration = Duration::from_millis(500);
+/// The default of [`NodeSettings::write_queue_max`].
 pub const WRITE_QUEUE_MAX_DEFAULT: usize = 4096;
+/// The default of [`NodeSettings::group_ops_max`].
 pub const GROUP_OPS_MAX_DEFAULT: usize = 2048;
+/// The default of [`NodeSettings::log_retention_ops`].
 pub const LOG_RETENTION_OPS_DEFAULT: u64 = 1_000_000;
-/// 4 GiB.
+/// The default of [`NodeSettings::log_retention_bytes`]. 4 GiB.
 pub const LOG_RETENTION_BYTES_DEFAULT: u64 = 4 * 1024 * 1024 * 1024;
+/// The default of [`NodeSettings::log_retention_ms`].
 pub const LOG_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// The default of [`NodeSettings::anti_entropy_interval_ms`].
 pub const ANTI_ENTROPY_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+/// The default of [`NodeSettings::causal_wait_max_ms`].
 pub const CAUSAL_WAIT_MAX_DEFAULT: Duration = Duration::from_secs(5);
+/// The default of [`NodeSettings::log_trim_interval_ms`].
 pub const LOG_TRIM_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+/// The default of [`NodeSettings::gc_interval_ms`].
 pub const GC_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+/// The default of [`NodeSettings::clock_offset_ms`].
 pub const CLOCK_OFFSET_MS_DEFAULT: i64 = 0;
 /// The Raft timing defaults suit sites about 80 ms apart: a heartbeat well inside the election timeout,
 /// and an election timeout of several round trips, so that a slow link does not cause needless elections.
 pub const RAFT_HEARTBEAT_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.heartbeat_ms);
+/// The default of [`NodeSettings::raft_election_timeout_min_ms`].
 pub const RAFT_ELECTION_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.election_timeout_min_ms);
+/// The default of [`NodeSettings::raft_election_timeout_max_ms`].
 pub const RAFT_ELECTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(Timing::DEFAULT.election_timeout_max_ms);
+/// The default of [`NodeSettings::raft_snapshot_every`].
 pub const RAFT_SNAPSHOT_EVERY_ENTRIES_DEFAULT: u64 = 10_000;
+/// The default of [`NodeSettings::lock_delay_ms`].
 pub const LOCK_DELAY_DEFAULT: Duration = Duration::ZERO;
 
 /// Every node setting, each optional: one of these comes from the file and one from the flags, and
@@ -128,9 +145,16 @@ pub struct NodeSettings {
     )]
     #[serde(deserialize_with = "duration::deserialize_signed_millis")]
     pub clock_offset_ms: Option<i64>,
-    /// This node's id in the lock group (unique in the cluster, never reused).
+    /// This node's id (unique in the cluster, never reused): which of the members it is, and its id in the
+    /// lock group.
     #[arg(long)]
     pub node_id: Option<u64>,
+    /// A member of the cluster, this node included, ID=SITE=http://HOST:PORT (repeat for each; the same
+    /// list on every node). It replaces --peer and --lock-member: the peers are the members of the other
+    /// sites, and the lock group's voters are the lowest id of each site, or those marked =voter (then the
+    /// others are learners; =learner marks one learner).
+    #[arg(long = "member", value_name = "ID=SITE=URL[=voter|=learner]")]
+    pub members: Option<Vec<MemberConfig>>,
     /// A member of the lock group, this node included: ID=SITE=http://HOST:PORT, with =learner at the end
     /// for a non-voting member (repeat for each). No lock group if none is given.
     #[arg(long = "lock-member", value_name = "ID=SITE=URL[=learner]")]
@@ -194,11 +218,51 @@ pub enum SyncPolicy {
     None,
 }
 
+/// A member of the cluster (`--member`, `[[members]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's id (unique in the cluster, not 0, never reused).
+    pub id: u64,
+    /// Its site.
+    pub site: String,
+    /// Its gRPC endpoint, `http://HOST:PORT`: how this node reaches it.
+    pub endpoint: String,
+    /// Whether it votes in the lock group; `None`: decided by the rule of [`NodeSettings::members`].
+    #[serde(default)]
+    pub voter: Option<bool>,
+}
+
+impl std::str::FromStr for MemberConfig {
+    type Err = String;
+    /// `ID=SITE=http://HOST:PORT`, with `=voter` or `=learner` at the end to choose its lock-group role, as
+    /// given to `--member`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = || format!("--member {text:?}: expected ID=SITE=http://HOST:PORT[=voter|=learner]");
+        let (id, site, endpoint, voter) =
+            split_member(text, &[("=learner", false), ("=voter", true)]).ok_or_else(usage)?;
+        Ok(MemberConfig { id, site: site.to_string(), endpoint: endpoint.to_string(), voter })
+    }
+}
+
+/// `ID=SITE=ENDPOINT`, with at most one of `roles`' suffixes at the end: the id, the site, the endpoint
+/// and the role the suffix names (`None` without one). `None` if the text has not that shape. The shape
+/// of `--member` and `--lock-member`.
+fn split_member<'a>(text: &'a str, roles: &[(&str, bool)]) -> Option<(u64, &'a str, &'a str, Option<bool>)> {
+    let mut parts = text.splitn(3, '=');
+    let (id, site, rest) = (parts.next()?.parse().ok()?, parts.next()?, parts.next()?);
+    let role = roles.iter().find_map(|(suffix, voter)| Some((rest.strip_suffix(suffix)?, Some(*voter))));
+    let (endpoint, voter) = role.unwrap_or((rest, None));
+    Some((id, site, endpoint, voter))
+}
+
 /// A member of the lock group.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockMemberConfig {
+    /// The member's id in the group (unique, not 0).
     pub id: u64,
+    /// Its site.
     pub site: String,
     /// Its gRPC endpoint, `http://HOST:PORT`.
     pub endpoint: String,
@@ -216,16 +280,13 @@ impl std::str::FromStr for LockMemberConfig {
     /// `ID=SITE=http://HOST:PORT`, with `=learner` at the end for a learner, as given to `--lock-member`.
     fn from_str(text: &str) -> Result<Self, String> {
         let usage = || format!("--lock-member {text:?}: expected ID=SITE=http://HOST:PORT[=learner]");
-        let mut parts = text.splitn(3, '=');
-        let (Some(id), Some(site), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(usage());
-        };
-        let id = id.parse().map_err(|_| usage())?;
-        let (endpoint, voter) = match rest.strip_suffix("=learner") {
-            Some(endpoint) => (endpoint, false),
-            None => (rest, true),
-        };
-        Ok(LockMemberConfig { id, site: site.to_string(), endpoint: endpoint.to_string(), voter })
+        let (id, site, endpoint, voter) = split_member(text, &[("=learner", false)]).ok_or_else(usage)?;
+        Ok(LockMemberConfig {
+            id,
+            site: site.to_string(),
+            endpoint: endpoint.to_string(),
+            voter: voter.unwrap_or(true),
+        })
     }
 }
 
@@ -233,6 +294,7 @@ impl std::str::FromStr for LockMemberConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
+    /// The peer's site.
     pub site: String,
     /// Its gRPC endpoint, `http://HOST:PORT`.
     pub endpoint: String,

@@ -33,6 +33,7 @@ pub use service::ReplicationService;
 /// HTTP/2 flow-control windows. The default 64 KiB would cap a stream at 64 KiB per round trip (800 KB/s
 /// over 80 ms); these allow about 100 MB/s over such a link, and still bound what is in flight.
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The connection-level window (see [`HTTP2_STREAM_WINDOW_BYTES`]).
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// A stream with nothing to send sends a heartbeat this often...
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,13 +47,17 @@ pub type Acks = Arc<Mutex<BTreeMap<String, (Vec<u64>, Vec<u64>)>>>;
 /// What this node knows about its pull stream from one peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerState {
+    /// The peer's site.
     pub site: String,
+    /// Where this node pulls from it.
     pub endpoint: String,
+    /// Whether the pull stream is up.
     pub connected: bool,
     /// The peer's log head per partition, as last heard.
     pub heads: Vec<u64>,
     /// The origin time (ms since the Unix epoch) of the last record merged from the peer, per partition.
     pub last_applied_unix_ms: Vec<i64>,
+    /// The stream's last error (empty if none).
     pub last_error: String,
 }
 

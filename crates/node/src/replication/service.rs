@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use geostore_model::encode_entry;
-use geostore_proto::outcome::failed;
+use geostore_proto::outcome::{Reason, failed};
 use geostore_proto::v1 as pb;
 use geostore_proto::v1::replication_server::Replication;
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
@@ -42,6 +42,7 @@ impl ReplicationService {
         u16::try_from(partition).ok().filter(|p| *p < self.store.identity().partitions).ok_or_else(|| {
             failed(
                 Code::InvalidArgument,
+                Reason::invalid("partition"),
                 format!("partition {partition} does not exist (there are {})", self.store.identity().partitions),
             )
         })
@@ -51,7 +52,7 @@ impl ReplicationService {
 /// A storage failure while serving a peer. Every replication call only reads (or, for Acknowledge,
 /// records a peer's progress in memory), so nothing was changed: the outcome is `failed`.
 fn internal(error: impl std::fmt::Display) -> Status {
-    failed(Code::Internal, error.to_string())
+    failed(Code::Internal, Reason::Internal, error.to_string())
 }
 
 type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullMessage, Status>> + Send>>;
@@ -66,11 +67,13 @@ impl Replication for ReplicationService {
         if request.cursors.len() != partitions {
             return Err(failed(
                 Code::InvalidArgument,
+                Reason::invalid("cursors"),
                 format!("Pull: {} cursors, but this cluster has {partitions} partitions", request.cursors.len()),
             ));
         }
         if request.site == self.store.identity().site {
-            return Err(failed(Code::InvalidArgument, "Pull: a node does not pull from its own site"));
+            let message = "Pull: a node does not pull from its own site";
+            return Err(failed(Code::InvalidArgument, Reason::invalid("site"), message));
         }
         let (sender, receiver) = mpsc::channel(PULL_QUEUE_BATCHES_MAX);
         let stop = self.stop.clone();
@@ -92,7 +95,8 @@ impl Replication for ReplicationService {
         let request = request.into_inner();
         let partitions = usize::from(self.store.identity().partitions);
         if request.cursors.len() != partitions || request.heads.len() != partitions {
-            return Err(failed(Code::InvalidArgument, format!("Acknowledge: expected {partitions} cursors and heads")));
+            let message = format!("Acknowledge: expected {partitions} cursors and heads");
+            return Err(failed(Code::InvalidArgument, Reason::invalid("cursors"), message));
         }
         self.acks.lock().expect("acks lock poisoned").insert(request.site, (request.cursors, request.heads));
         Ok(Response::new(pb::AcknowledgeResponse {}))

@@ -13,9 +13,10 @@
 //! - A merge batch is checked whole before any of it is applied, and only where the cursor stands.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use geostore_model::fence::{decode_fence_token, encode_fence_token};
+use geostore_model::fence::{decode_fence_token, encode_fence_token, replica_site_key, token_lock_key};
 use geostore_model::planted;
 use geostore_model::{
     Entry, Fence, Hlc, HybridClock, Marker, Op, Read, Value, decode_entry, encode_entry, fence_key, partition_of,
@@ -37,6 +38,8 @@ pub(super) struct Applier {
     pub(super) identity: Identity,
     pub(super) metrics: Metrics,
     pub(super) fence_source: Arc<OnceLock<FenceSource>>,
+    /// Whether this run has checked that the replica's site is recorded (see `replica_site_key`).
+    pub(super) site_recorded: AtomicBool,
 }
 
 /// A lock's fence register, loaded for a fenced write: where it lives, its state and the token it holds.
@@ -156,6 +159,12 @@ impl Applier {
             }
             raise = (fence.token > register.token).then_some((fence.token, register));
         }
+        if !self.site_recorded.load(Ordering::Relaxed) {
+            // Before this run's first write: readers anywhere learn which site this replica is in.
+            let site = self.identity.site.as_bytes().to_vec();
+            self.put_reserved(replica_site_key(self.identity.replica), site, group)?;
+            self.site_recorded.store(true, Ordering::Relaxed);
+        }
         let partition = partition_of(key, self.identity.partitions).0;
         let data_key = keys::data_key(partition, key);
         let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
@@ -171,10 +180,29 @@ impl Applier {
             let op = Op::Put { value: encode_fence_token(token), ttl_ms: None };
             entry.apply(&op, Marker::new(token, hlc, self.identity.replica))?;
             self.log_local(key, partition, data_key, entry, hlc, group);
+            let lock = fence.map(|fence| fence.lock.as_bytes().to_vec()).unwrap_or_default();
+            self.put_reserved(token_lock_key(token), lock, group)?;
         }
         let sequence = self.log_local(key.to_vec(), partition, data_key, entry, hlc, group);
         group.hlc_high = Some(hlc);
         Ok(WriteOutcome { hlc, token: CausalToken { site: self.identity.site.clone(), partition, sequence }, applied })
+    }
+
+    /// Sets the reserved register `key` to `value` (an unfenced put, logged and replicated like any write)
+    /// unless it already holds it.
+    fn put_reserved(&self, key: Vec<u8>, value: Vec<u8>, group: &mut Group) -> Result<(), WriteError> {
+        let partition = partition_of(&key, self.identity.partitions).0;
+        let data_key = keys::data_key(partition, &key);
+        let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
+        let now_unix_ms = self.clock.wall().now_unix_ms();
+        if matches!(entry.read(now_unix_ms), Some(Read { value: Value::Register(held), .. }) if held == value) {
+            return Ok(());
+        }
+        let hlc = self.clock.next();
+        entry.apply(&Op::Put { value, ttl_ms: None }, Marker::new(0, hlc, self.identity.replica))?;
+        self.log_local(key, partition, data_key, entry, hlc, group);
+        group.hlc_high = Some(hlc);
+        Ok(())
     }
 
     /// Logs a change made here (this site is its origin); returns its sequence.
@@ -366,6 +394,9 @@ mod tests {
             identity: Identity { replica: ReplicaId(7), site: "a".into(), partitions },
             metrics: Metrics::new(),
             fence_source: Arc::new(OnceLock::new()),
+            // As after this run's first write, so that sequences start at the tests' own writes (the
+            // site record has a test of its own).
+            site_recorded: AtomicBool::new(true),
         };
         let state = ProgressState {
             heads: vec![0; usize::from(partitions)],
@@ -380,6 +411,26 @@ mod tests {
 
     fn put(value: &[u8]) -> Op {
         Op::Put { value: value.to_vec(), ttl_ms: None }
+    }
+
+    #[test]
+    fn the_first_write_of_a_run_records_the_replicas_site_and_a_new_token_its_lock() {
+        let (applier, state) = applier(1);
+        applier.site_recorded.store(false, Ordering::Relaxed);
+        let mut group = Group::new(&state);
+        let first = applier.apply_local(b"k", &put(b"v"), None, &mut group).unwrap();
+        assert_eq!(first.token.sequence, 2, "the site record came first");
+        let site_key = keys::data_key(0, &replica_site_key(applier.identity.replica));
+        let site = group.entries[&site_key].read(i64::MAX / 2).map(|read| read.value);
+        assert_eq!(site, Some(Value::Register(applier.identity.site.as_bytes().to_vec())));
+        // Once per run: the next write logs only itself.
+        assert_eq!(applier.apply_local(b"k", &put(b"w"), None, &mut group).unwrap().token.sequence, 3);
+        // A write that raises a lock's fence also names the lock of its token.
+        let fence = Fence { lock: "job".into(), token: 9 };
+        applier.apply_local(b"k", &put(b"x"), Some(&fence), &mut group).unwrap();
+        let lock = group.entries[&keys::data_key(0, &token_lock_key(9))].read(i64::MAX / 2).map(|read| read.value);
+        assert_eq!(lock, Some(Value::Register(b"job".to_vec())));
+        assert_eq!(group.state.heads, vec![6], "site record, two writes, fence register, token record, the write");
     }
 
     #[test]

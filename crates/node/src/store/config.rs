@@ -60,7 +60,14 @@ pub enum StoreError {
     Read(#[from] StorageError),
     /// Bytes stored here could not be decoded: the data directory is damaged.
     #[error("corrupt {what} {key:?}: {detail}")]
-    Corrupt { what: &'static str, key: String, detail: String },
+    Corrupt {
+        /// What the bytes should have been (an entry, a log record, ...).
+        what: &'static str,
+        /// The storage key they are under, as text.
+        key: String,
+        /// Why they do not decode.
+        detail: String,
+    },
     /// The store has been shut down and takes no more changes.
     #[error("the store is shut down")]
     ShutDown,
@@ -100,7 +107,14 @@ pub enum WriteError {
     Unknown(StoreError),
     /// Made under a lock token older than one this replica knows: not applied.
     #[error("stale fence: lock {lock:?} token {token} is below the highest token this replica knows, {known}")]
-    Fenced { lock: String, token: u64, known: u64 },
+    Fenced {
+        /// The lock the write was made under.
+        lock: String,
+        /// The write's token.
+        token: u64,
+        /// The highest token this replica knows for the lock.
+        known: u64,
+    },
 }
 
 /// Why a read failed. A read changes nothing, whatever the error.
@@ -116,13 +130,32 @@ pub enum ReadError {
     #[error(
         "not yet replicated: this replica has seen {site}'s partition {partition} up to sequence {seen}, the token needs {needed}; waited {waited_ms} ms"
     )]
-    NotYetReplicated { site: String, partition: u16, seen: u64, needed: u64, waited_ms: u64 },
+    NotYetReplicated {
+        /// The token's site.
+        site: String,
+        /// The token's partition.
+        partition: u16,
+        /// How far this replica has seen that site's log of the partition.
+        seen: u64,
+        /// The sequence the token names.
+        needed: u64,
+        /// How long the read waited, in milliseconds.
+        waited_ms: u64,
+    },
     /// The causal token names a partition this cluster does not have.
     #[error("bad causal token: partition {partition} does not exist (there are {partitions})")]
-    NoSuchPartition { partition: u64, partitions: u16 },
+    NoSuchPartition {
+        /// The token's partition.
+        partition: u64,
+        /// How many partitions the cluster has.
+        partitions: u16,
+    },
     /// The read asked to wait a negative time.
     #[error("bad causal wait: wait_ms must not be negative; got {wait_ms}")]
-    NegativeWait { wait_ms: i64 },
+    NegativeWait {
+        /// The wait asked for.
+        wait_ms: i64,
+    },
 }
 
 /// Why a peer's records, an anti-entropy repair, a tombstone collection or a log trim was not applied.
@@ -134,18 +167,46 @@ pub enum ChangeError {
     Store(#[from] StoreError),
     /// The batch names a partition this cluster does not have.
     #[error("partition {partition} does not exist (there are {partitions})")]
-    NoSuchPartition { partition: u16, partitions: u16 },
+    NoSuchPartition {
+        /// The batch's partition.
+        partition: u16,
+        /// How many partitions the cluster has.
+        partitions: u16,
+    },
     /// The batch does not continue the peer's log where this replica's cursor stands.
     #[error(
         "out of order: the cursor on {peer}'s partition {partition} is at {cursor}, the batch continues from {after}"
     )]
-    OutOfOrder { peer: String, partition: u16, cursor: u64, after: u64 },
+    OutOfOrder {
+        /// The peer whose log it is.
+        peer: String,
+        /// The partition.
+        partition: u16,
+        /// Where this replica's cursor on that log stands.
+        cursor: u64,
+        /// Where the batch continues from.
+        after: u64,
+    },
     /// A record or repaired entry holds a key of another partition than the batch's.
     #[error("a {what} from {peer} for partition {partition} holds a key of another partition")]
-    ForeignKey { what: &'static str, peer: String, partition: u16 },
+    ForeignKey {
+        /// A record or an entry.
+        what: &'static str,
+        /// The peer it came from.
+        peer: String,
+        /// The batch's partition.
+        partition: u16,
+    },
     /// A peer's record holds an entry that cannot be decoded.
     #[error("unreadable entry in record {sequence} from {peer}: {detail}")]
-    UnreadableRecord { peer: String, sequence: u64, detail: String },
+    UnreadableRecord {
+        /// The peer it came from.
+        peer: String,
+        /// Its sequence in the peer's log.
+        sequence: u64,
+        /// Why it does not decode.
+        detail: String,
+    },
 }
 
 /// Why a store could not be opened.
@@ -158,15 +219,30 @@ pub enum OpenError {
     #[error(
         "this data directory belongs to site {stored:?}, not {configured:?}; a node cannot change site (use a new data directory)"
     )]
-    SiteMismatch { stored: String, configured: String },
+    SiteMismatch {
+        /// The site the directory was created for.
+        stored: String,
+        /// The site configured now.
+        configured: String,
+    },
     /// The data directory was created with another partition count.
     #[error(
         "this data directory was created with {stored} partitions, not {configured}; the partition count is fixed when a cluster is created"
     )]
-    PartitionsMismatch { stored: u16, configured: u16 },
+    PartitionsMismatch {
+        /// The partition count the directory was created with.
+        stored: u16,
+        /// The count configured now.
+        configured: u16,
+    },
     /// Metadata could not be decoded.
     #[error("corrupt metadata {key}: {detail}")]
-    CorruptMeta { key: String, detail: String },
+    CorruptMeta {
+        /// The metadata key.
+        key: String,
+        /// Why it does not decode.
+        detail: String,
+    },
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),

@@ -12,8 +12,11 @@
 //!   per origin site and partition `seen/ ++ site ++ / ++ partition` -> the highest origin sequence whose
 //!   change is reflected here.
 
+/// This replica's id (u64 BE).
 pub const META_REPLICA_ID: &[u8] = b"replica_id";
+/// The site the data directory belongs to (UTF-8).
 pub const META_SITE: &[u8] = b"site";
+/// The partition count fixed at creation (u16 BE).
 pub const META_PARTITIONS: &[u8] = b"partitions";
 /// The highest HLC timestamp this replica has written, so that a restart never issues a lower one.
 pub const META_HLC_HIGH: &[u8] = b"hlc_high";
@@ -23,15 +26,19 @@ pub const META_HLC_HIGH: &[u8] = b"hlc_high";
 /// may have lost a tail, `hlc_limit` and `seqlimit/ ++ partition` are bounds, kept ahead of use, on the
 /// HLC timestamps and log sequences issued.
 pub const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+/// See [`META_CLEAN_SHUTDOWN`].
 pub const META_INCARNATION: &[u8] = b"incarnation";
+/// See [`META_CLEAN_SHUTDOWN`].
 pub const META_HLC_LIMIT: &[u8] = b"hlc_limit";
 
+/// `seqlimit/ ++ partition`: the bound on `partition`'s log sequences (see [`META_CLEAN_SHUTDOWN`]).
 pub fn meta_sequence_limit_key(partition: u16) -> Vec<u8> {
     let mut bytes = b"seqlimit/".to_vec();
     bytes.extend_from_slice(&partition.to_be_bytes());
     bytes
 }
 
+/// The `Data` key of user (or reserved) key `key` in `partition`.
 pub fn data_key(partition: u16, key: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(2 + key.len());
     bytes.extend_from_slice(&partition.to_be_bytes());
@@ -45,6 +52,7 @@ pub fn split_data_key(bytes: &[u8]) -> Option<(u16, &[u8])> {
     Some((u16::from_be_bytes(*partition), key))
 }
 
+/// The `Log` key of `partition`'s record `sequence`.
 pub fn log_key(partition: u16, sequence: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(10);
     bytes.extend_from_slice(&partition.to_be_bytes());
@@ -59,25 +67,30 @@ pub fn split_log_key(bytes: &[u8]) -> Option<(u16, u64)> {
     Some((u16::from_be_bytes(partition.try_into().ok()?), u64::from_be_bytes(sequence.try_into().ok()?)))
 }
 
+/// `seq/ ++ partition`: the partition's last sequence.
 pub fn meta_sequence_key(partition: u16) -> Vec<u8> {
     let mut bytes = b"seq/".to_vec();
     bytes.extend_from_slice(&partition.to_be_bytes());
     bytes
 }
 
+/// `logstart/ ++ partition`: the first sequence still in the partition's log.
 pub fn meta_log_start_key(partition: u16) -> Vec<u8> {
     let mut bytes = b"logstart/".to_vec();
     bytes.extend_from_slice(&partition.to_be_bytes());
     bytes
 }
 
+/// `logbytes/ ++ partition`: the encoded bytes of the records still in the partition's log.
 pub fn meta_log_bytes_key(partition: u16) -> Vec<u8> {
     let mut bytes = b"logbytes/".to_vec();
     bytes.extend_from_slice(&partition.to_be_bytes());
     bytes
 }
 
+/// Prefix of the replication cursors (see [`meta_site_partition_key`]).
 pub const META_CURSOR_PREFIX: &[u8] = b"cursor/";
+/// Prefix of the `seen` counters (see [`meta_site_partition_key`]).
 pub const META_SEEN_PREFIX: &[u8] = b"seen/";
 
 /// `prefix ++ site ++ / ++ partition (u16 BE)`.

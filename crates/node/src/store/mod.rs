@@ -40,7 +40,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use geostore_model::{
-    Applied, Entry, Fence, Hlc, HybridClock, Limits, Op, Read, ReplicaId, WallClock, decode_entry, partition_of,
+    Absence, Applied, Entry, Fence, Hlc, HybridClock, Limits, Op, Read, ReplicaId, Value, WallClock, decode_entry,
+    partition_of,
 };
 use geostore_storage::{Space, Storage};
 use tokio::sync::{mpsc, oneshot};
@@ -58,22 +59,47 @@ use writer::{Request, Writer};
 /// A successful write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
+    /// The HLC timestamp the write was stamped with.
     pub hlc: Hlc,
+    /// Names the write for causal reads in any site.
     pub token: CausalToken,
+    /// What the operation did (whether the key existed, a counter's new value).
     pub applied: Applied,
+}
+
+/// A key as a reader sees it, with what the API says about its last write or its absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The key is live.
+    Found {
+        /// The value and the marker of the write that decided it.
+        read: Read,
+        /// The site of that write's replica; `None` while this replica has not learnt it.
+        site: Option<String>,
+        /// The lock that write was fenced under (`read.last_write.fence` is its token); `None` if it was
+        /// not fenced or this replica has not learnt the lock's name yet.
+        lock: Option<String>,
+    },
+    /// The key reads as absent, and why.
+    Absent(Absence),
 }
 
 /// Who this replica is. Fixed when its data directory is created.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// This replica's id, random per data directory (and per incarnation after an unclean stop).
     pub replica: ReplicaId,
+    /// The site the data directory belongs to.
     pub site: String,
+    /// How many partitions the keys are split into.
     pub partitions: u16,
 }
 
 /// A peer's change-log records for one partition, to merge here.
 pub struct PeerRecords {
+    /// The peer's site.
     pub peer: String,
+    /// The partition the records belong to.
     pub partition: u16,
     /// `(sequence in the peer's log, record)`, in the peer's log order.
     pub records: Vec<(u64, LogRecord)>,
@@ -134,6 +160,7 @@ impl Store {
                 identity: identity.clone(),
                 metrics: metrics.clone(),
                 fence_source: fence_source.clone(),
+                site_recorded: std::sync::atomic::AtomicBool::new(false),
             },
             durability: config.durability,
             group_ops_max: config.group_ops_max,
@@ -165,22 +192,27 @@ impl Store {
         }))
     }
 
+    /// Who this replica is.
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
+    /// The hybrid logical clock that stamps this replica's writes.
     pub fn clock(&self) -> &Arc<HybridClock> {
         &self.clock
     }
 
+    /// The limits writes are checked against.
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
 
+    /// The configuration the store was opened with.
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
 
+    /// The node's metrics, which the store updates.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -200,6 +232,8 @@ impl Store {
         let _ = self.fence_source.set(source);
     }
 
+    /// Applies unfenced writes in order, each succeeding or failing on its own (see
+    /// [`Store::write_fenced_many`]).
     pub async fn write_many(&self, ops: Vec<(Vec<u8>, Op)>) -> Vec<Result<WriteOutcome, WriteError>> {
         self.write_fenced_many(ops.into_iter().map(|(key, op)| (key, op, None)).collect()).await
     }
@@ -306,6 +340,36 @@ impl Store {
         geostore_model::limits::validate_key(key)?;
         let Some(entry) = self.entry(key)? else { return Ok(None) };
         Ok(entry.read(self.clock.wall().now_unix_ms()))
+    }
+
+    /// Reads a key as [`Store::get`] does, and says which write decided it (its site and lock), or why
+    /// the key is absent.
+    pub fn lookup(&self, key: &[u8]) -> Result<Lookup, ReadError> {
+        geostore_model::limits::validate_key(key)?;
+        let now_unix_ms = self.clock.wall().now_unix_ms();
+        let Some(entry) = self.entry(key)? else { return Ok(Lookup::Absent(Absence::NoRecord)) };
+        let Some(read) = entry.read(now_unix_ms) else {
+            return Ok(Lookup::Absent(entry.absence(now_unix_ms).unwrap_or(Absence::NoRecord)));
+        };
+        let marker = read.last_write;
+        let site = if marker.replica == self.identity.replica {
+            Some(self.identity.site.clone())
+        } else {
+            self.reserved_text(&geostore_model::fence::replica_site_key(marker.replica), now_unix_ms)?
+        };
+        let lock = match marker.fence {
+            0 => None,
+            token => self.reserved_text(&geostore_model::fence::token_lock_key(token), now_unix_ms)?,
+        };
+        Ok(Lookup::Found { read, site, lock })
+    }
+
+    /// The text a reserved register holds, if it is set.
+    fn reserved_text(&self, key: &[u8], now_unix_ms: i64) -> Result<Option<String>, StoreError> {
+        Ok(match self.entry(key)?.and_then(|entry| entry.read(now_unix_ms)) {
+            Some(Read { value: Value::Register(bytes), .. }) => String::from_utf8(bytes).ok(),
+            _ => None,
+        })
     }
 
     /// The stored state of a key.

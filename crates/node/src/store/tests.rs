@@ -324,17 +324,22 @@ async fn the_log_is_trimmed_to_its_retention_and_digests_match_equal_states() {
     for i in 0..10 {
         a.write(format!("k{i}").into_bytes(), Op::Put { value: b"v".to_vec(), ttl_ms: None }).await.unwrap();
     }
-    assert_eq!(a.trim_log(0).await.unwrap(), 7);
-    assert_eq!(a.progress().log_starts[0], 8);
+    // Eleven records: the replica's site record, logged with its first write, then the ten writes.
+    assert_eq!(a.trim_log(0).await.unwrap(), 8);
+    assert_eq!(a.progress().log_starts[0], 9);
     assert_eq!(a.read_log(0, 0, 100, usize::MAX).unwrap().len(), 3);
     // A second replica given the same states has the same digest, whatever its log holds.
     let b = Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall), config, Metrics::new(), || 2).unwrap();
     assert_ne!(a.partition_digest(0).unwrap(), b.partition_digest(0).unwrap());
-    let entries =
-        (0..10).map(|i| format!("k{i}").into_bytes()).map(|k| (k.clone(), a.entry(&k).unwrap().unwrap())).collect();
-    assert_eq!(b.repair("a", 0, entries, Some(10)).await.unwrap(), 10);
+    let site_record = geostore_model::fence::replica_site_key(a.identity().replica);
+    let entries = (0..10)
+        .map(|i| format!("k{i}").into_bytes())
+        .chain([site_record])
+        .map(|k| (k.clone(), a.entry(&k).unwrap().unwrap()))
+        .collect();
+    assert_eq!(b.repair("a", 0, entries, Some(11)).await.unwrap(), 11);
     assert_eq!(a.partition_digest(0).unwrap(), b.partition_digest(0).unwrap());
-    assert_eq!(b.progress().cursors[&("a".to_string(), 0)], 10);
+    assert_eq!(b.progress().cursors[&("a".to_string(), 0)], 11);
 }
 
 #[tokio::test]
