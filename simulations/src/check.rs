@@ -15,7 +15,7 @@ pub struct Violation {
     pub message: String,
 }
 
-pub const INVARIANTS: [&str; 9] = [
+pub const INVARIANTS: [&str; 10] = [
     "converge-after-heal",
     "no-lost-acknowledged-write",
     "read-your-writes",
@@ -25,6 +25,7 @@ pub const INVARIANTS: [&str; 9] = [
     "checkers-agree",
     "no-stale-token-survives",
     "guarded-no-lost-update",
+    "placement-valid",
 ];
 
 /// What every replica holds once the run is over (`None`: absent).
@@ -39,6 +40,39 @@ pub struct Facts<'a> {
     pub diverged: &'a [String],
     /// Sites whose node lost acknowledged (unsynced) writes to a power loss, with when it happened.
     pub lossy: &'a [(usize, u64)],
+    /// Each site's placement as its node reported it at the end (`None`: no answer), by site.
+    pub placements: &'a [Option<geostore_proto::v1::PlacementStatus>],
+    /// The cluster's partitions.
+    pub partitions: u16,
+}
+
+/// Every site's placement map was created and is valid: with one node per site (member id site + 1),
+/// every partition's one replica and primary is that node, at an epoch of at least 1.
+fn check_placements(facts: &Facts, violation: &mut impl FnMut(&'static str, String)) {
+    for (site, placement) in facts.placements.iter().enumerate() {
+        let node = site as u64 + 1;
+        let Some(placement) = placement else {
+            violation("placement-valid", format!("site {site}: its node reported no placement"));
+            continue;
+        };
+        if placement.version == 0 {
+            violation("placement-valid", format!("site {site}: the placement map was never created"));
+            continue;
+        }
+        if placement.partitions.len() != usize::from(facts.partitions) {
+            let count = placement.partitions.len();
+            violation("placement-valid", format!("site {site}: {count} partitions placed, not {}", facts.partitions));
+        }
+        for (index, partition) in placement.partitions.iter().enumerate() {
+            if partition.partition as usize != index
+                || partition.primary != node
+                || partition.replicas != [node]
+                || partition.epoch == 0
+            {
+                violation("placement-valid", format!("site {site}: partition {index} placed as {partition:?}"));
+            }
+        }
+    }
 }
 
 /// Whether an acknowledged write may be lost without breaking a promise: a power loss on a node that does
@@ -81,6 +115,7 @@ pub fn check(facts: &Facts) -> Vec<Violation> {
     for key in facts.diverged {
         violation("converge-after-heal", format!("key {key:?} still differs between sites after healing"));
     }
+    check_placements(facts, &mut violation);
     let ops = facts.ops;
 
     // Writes to keys one application owns, in its own order.
@@ -422,7 +457,7 @@ mod tests {
     }
 
     fn invariants(ops: &[Op]) -> Vec<&'static str> {
-        let facts = Facts { ops, final_values: None, diverged: &[], lossy: &[] };
+        let facts = Facts { ops, final_values: None, diverged: &[], lossy: &[], placements: &[], partitions: 4 };
         check(&facts).into_iter().map(|violation| violation.invariant).collect()
     }
 

@@ -265,6 +265,8 @@ struct Observation {
     final_values: Option<FinalValues>,
     diverged: Vec<String>,
     convergence: Option<Duration>,
+    /// Each site's placement as its node reports it at the end (`None`: no answer).
+    placements: Vec<Option<geostore_proto::v1::PlacementStatus>>,
 }
 
 /// Runs the plan `seed` gives under `profile`.
@@ -276,7 +278,7 @@ pub fn run(seed: u64, profile: Profile, options: Options) -> Report {
 pub fn run_plan(plan: &Plan, options: Options) -> Report {
     let (seed, profile) = (plan.seed, plan.profile);
     let started = Instant::now();
-    geostore_lockgroup::runtime::seed_random(plan.raft_seed);
+    geostore_raft::runtime::seed_random(plan.raft_seed);
     // Retry jitter (pullers, proposers, the applications' lock retries) has its own generator, so that
     // retries do not shift the elections' draws.
     geostore_runtime::random::seed(plan.raft_seed ^ 0x005e_ed0f_b0ff);
@@ -300,7 +302,10 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
         let mut config = node_settings(site, plan).resolve().expect("the simulation's node settings are valid");
         config.store.inline_writer = true;
         if let Some(group) = config.lock_group.as_mut() {
-            group.inline_log = true;
+            group.group.inline_log = true;
+        }
+        if let Some(placement) = config.placement.as_mut() {
+            placement.group.inline_log = true;
         }
         let disk = nodes.disks[site].clone();
         let clock = nodes.clocks[site].clone();
@@ -450,6 +455,8 @@ pub fn run_plan(plan: &Plan, options: Options) -> Report {
         final_values: observation.final_values.as_ref(),
         diverged: &observation.diverged,
         lossy: &driver.lossy,
+        placements: &observation.placements,
+        partitions: node_settings(0, plan).partitions.unwrap_or(geostore_model::DEFAULT_PARTITIONS),
     };
     violations.extend(check::check(&facts));
     Report {
@@ -521,9 +528,12 @@ async fn observe(
         let agreed = values.iter().all(|v| v.is_some() && *v == values[0]);
         let out_of_time = now_ms().saturating_sub(started) > settle_max.as_millis() as u64;
         if agreed || out_of_time {
+            let converged_after = Duration::from_millis(now_ms().saturating_sub(started));
+            let placements = observe_placements(&clients, started, settle_max).await;
             let mut observation = observation.borrow_mut();
+            observation.placements = placements;
             if agreed {
-                observation.convergence = Some(Duration::from_millis(now_ms().saturating_sub(started)));
+                observation.convergence = Some(converged_after);
             } else {
                 observation.diverged = keys
                     .iter()
@@ -536,6 +546,30 @@ async fn observe(
             }
             observation.final_values = values.into_iter().flatten().next();
             return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every site's placement as its node reports it, asked until every site's map is created or the settle
+/// time (from `started`) runs out.
+async fn observe_placements(
+    clients: &[Option<Client>],
+    started: u64,
+    settle_max: Duration,
+) -> Vec<Option<geostore_proto::v1::PlacementStatus>> {
+    loop {
+        let mut placements = Vec::new();
+        for client in clients {
+            let status = match client {
+                Some(client) => client.status().await.ok(),
+                None => None,
+            };
+            placements.push(status.and_then(|status| status.placement));
+        }
+        let created = placements.iter().all(|p| p.as_ref().is_some_and(|p| p.version > 0));
+        if created || now_ms().saturating_sub(started) > settle_max.as_millis() as u64 {
+            return placements;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

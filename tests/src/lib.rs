@@ -344,7 +344,7 @@ pub fn lock_cluster(dir: &Path, extra_args: &[&str]) -> Vec<NodeProcess> {
 /// The lock group as `endpoint` sees it.
 pub async fn group_status(endpoint: &str) -> Option<geostore_proto::v1::LockGroupStatus> {
     let mut client = geostore_proto::v1::raft_client::RaftClient::connect(endpoint.to_string()).await.ok()?;
-    let request = tonic::Request::new(geostore_proto::v1::GroupStatusRequest {});
+    let request = tonic::Request::new(geostore_proto::v1::GroupStatusRequest::default());
     Some(client.group_status(request).await.ok()?.into_inner())
 }
 

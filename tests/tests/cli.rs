@@ -226,9 +226,34 @@ fn dev_runs_three_replicating_sites_and_keeps_their_data() {
     assert_eq!(status["lock_group"]["id"], 2, "{status}");
     assert_eq!(status["lock_group"]["members"].as_array().unwrap().len(), 3, "{status}");
     assert!(status["lock_group"]["leader_site"].is_string(), "{status}");
+    // Site dc1's placement group (one node: member 2) creates the site's map once it has elected itself.
+    let status_with_placement = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let status = json(&["status", "--endpoint", &endpoint(1), "--json"]);
+            if status["placement"]["version"].as_u64().unwrap_or(0) > 0 {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "no placement map after 30 s: {status}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let status = status_with_placement();
+    let placement = &status["placement"];
+    assert_eq!((placement["replicas_per_site"].as_u64(), placement["leader"].as_u64()), (Some(1), Some(2)), "{status}");
+    let partitions = placement["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 64, "{status}");
+    assert!(partitions.iter().all(|p| p["primary"] == 2 && p["replicas"] == serde_json::json!([2]) && p["epoch"] == 1));
+    let node = &status["nodes"][0];
+    assert_eq!((node["id"].as_u64(), node["site"].as_str(), node["up"].as_bool()), (Some(2), Some("dc1"), Some(true)));
+    assert_eq!((node["partitions"].as_array().unwrap().len(), node["primaries"].as_array().unwrap().len()), (64, 64));
+    let version = placement["version"].clone();
 
     let _ = std::process::Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status();
     assert!(dev.0.wait().unwrap().success(), "geostore dev exits 0 on SIGTERM");
     let _dev = start();
     assert_eq!(json(&["kv", "get", "greeting", "--endpoint", &endpoint(1), "--json"])["value"], "hello");
+    // The map survives the restart as it was (it is in the placement group's log or snapshot).
+    let status = status_with_placement();
+    assert_eq!(status["placement"]["version"], version, "{status}");
 }

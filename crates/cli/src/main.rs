@@ -93,7 +93,7 @@ fn main() -> ExitCode {
 /// ("update progress error ... seen a higher vote"), and each failed send to a member that is starting or
 /// down ("error replication to target"). Those are kept at error; the lock group's own code warns about
 /// what an operator should act on (a member unreachable for longer than a few seconds, see
-/// `geostore_lockgroup::network`). `GEOSTORE_LOG=info,openraft=debug` shows everything.
+/// `geostore_raft::network`). `GEOSTORE_LOG=info,openraft=debug` shows everything.
 const NODE_LOG_FILTER: &str =
     "info,openraft=warn,openraft::core::raft_core=error,openraft::engine::handler=error,openraft::replication=error";
 

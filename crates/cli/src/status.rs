@@ -40,6 +40,44 @@ pub async fn run(args: StatusArgs) -> ExitCode {
             })).collect::<Vec<_>>(),
         })
     });
+    // `None` if the node runs no placement group (configured without member ids).
+    let placement = status.placement.clone();
+    let placement_json = placement.as_ref().map(|placement| {
+        let group = placement.group.clone().unwrap_or_default();
+        json!({
+            "version": placement.version,
+            "replicas_per_site": placement.replicas_per_site,
+            "leader": group.leader,
+            "term": group.term,
+            "state": group.state,
+            "partitions": placement.partitions.iter().map(|p| json!({
+                "partition": p.partition, "primary": p.primary, "replicas": p.replicas, "epoch": p.epoch,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    // This site's nodes as its placement map has them; without a placement group, this node alone.
+    let nodes: Vec<_> = match &placement {
+        Some(placement) if !placement.nodes.is_empty() => {
+            let this = placement.group.as_ref().map_or(0, |group| group.id);
+            placement
+                .nodes
+                .iter()
+                .map(|node| {
+                    json!({
+                        "id": node.id,
+                        "site": status.site,
+                        "endpoint": node.endpoint,
+                        // Only this node's own state is known here so far; other nodes of the site are
+                        // `null` until the placement group tracks them.
+                        "up": if node.id == this { Some(true) } else { None },
+                        "partitions": node.partitions,
+                        "primaries": node.primaries,
+                    })
+                })
+                .collect()
+        }
+        _ => vec![json!({"site": status.site, "endpoint": args.client.endpoints.first()})],
+    };
     if json {
         let peers: Vec<_> = status
             .peers
@@ -62,7 +100,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 "site": status.site,
                 "replica_id": status.replica_id,
                 "sites": status.sites,
-                "nodes": [{"site": status.site, "endpoint": args.client.endpoints.first()}],
+                "nodes": nodes,
                 "partitions": status.partitions,
                 "log_head_total": status.log_head_total,
                 "anti_entropy_repairs": status.anti_entropy_repairs,
@@ -70,6 +108,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 "tombstones_collected": status.tombstones_collected,
                 "peers": peers,
                 "lock_group": group_json,
+                "placement": placement_json,
             })
         );
     } else {
@@ -127,6 +166,30 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 }
             }
             None => println!("lock group: none (this node is not a member)"),
+        }
+        match &placement {
+            Some(placement) if placement.version == 0 => {
+                println!("placement: not created yet (the site's placement group has no map)");
+            }
+            Some(placement) => {
+                println!(
+                    "placement: version {}, {} replica(s) per partition over {} node(s) of site {}",
+                    placement.version,
+                    placement.replicas_per_site,
+                    placement.nodes.len(),
+                    status.site
+                );
+                for node in &placement.nodes {
+                    println!(
+                        "  node {:<4} {:<28} {} replicas, primary for {}",
+                        node.id,
+                        node.endpoint,
+                        node.partitions.len(),
+                        node.primaries.len()
+                    );
+                }
+            }
+            None => println!("placement: none (this node has no member id: it holds every partition of its site)"),
         }
     }
     ExitCode::SUCCESS

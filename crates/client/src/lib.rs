@@ -313,7 +313,7 @@ impl Client {
     /// The lock group as the node sees it (its role, the leader, the members); fails if the node is not
     /// in a lock group.
     pub async fn group_status(&self) -> Result<pb::LockGroupStatus> {
-        let request = pb::GroupStatusRequest {};
+        let request = pb::GroupStatusRequest::default();
         Ok(self.raft.clone().group_status(timed(request)).await.map_err(Error::from_status)?.into_inner())
     }
 

@@ -1,171 +1,57 @@
-//! The lock group on one node: the openraft instance, proposing (here if this node leads, forwarded to
-//! the leader otherwise), and the leader's timer loop that proposes lease expiries.
+//! The lock group on one node: the Raft group that replicates the lock table ([`geostore_raft::RaftGroup`]
+//! of [`LockState`]), its metrics, and the leader's timer loop that proposes lease expiries.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use geostore_locks::Command;
 use geostore_model::planted;
-use geostore_proto::net::Dialer;
-use geostore_proto::v1 as pb;
-use geostore_proto::v1::raft_client::RaftClient;
-use geostore_runtime::Backoff;
+use geostore_raft::{GroupConfig, LeaseClock, RaftGroup};
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use geostore_storage::Storage;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::storage::RaftLogStorage;
-use openraft::{ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
+use openraft::ServerState;
 
+use crate::machine::LockState;
 use crate::metrics::GroupMetrics;
-use crate::network::{Network, lazy_channel};
-use crate::store::{LogStore, Shared, StateMachine};
-use crate::types::{Member, NodeId, Proposal, Raft, Request, Response};
-
-/// The first and the longest pause between attempts to propose while the leader changes.
-const PROPOSE_RETRY_FIRST: Duration = Duration::from_millis(10);
-const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(200);
-
-/// A member of the group as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberConfig {
-    /// The member's id in the group (unique, not 0).
-    pub id: NodeId,
-    /// Its site and endpoint.
-    pub member: Member,
-    /// Voters elect the leader and make the majority; learners follow the log (and can serve requests
-    /// by forwarding them).
-    pub voter: bool,
-}
-
-/// Raft timing. The defaults suit sites about 80 ms apart: a heartbeat well inside the election timeout,
-/// and an election timeout of several round trips, so a slow link does not cause needless elections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    /// How often the leader sends heartbeats, in ms.
-    pub heartbeat_ms: u64,
-    /// The shortest time a follower waits without hearing from a leader before it stands, in ms.
-    pub election_timeout_min_ms: u64,
-    /// The longest such wait, in ms (each follower picks at random between the two).
-    pub election_timeout_max_ms: u64,
-}
-
-impl Timing {
-    /// The defaults (also what `geostore node --help` shows for the `--raft-*` flags).
-    pub const DEFAULT: Timing =
-        Timing { heartbeat_ms: 250, election_timeout_min_ms: 1250, election_timeout_max_ms: 2500 };
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing::DEFAULT
-    }
-}
 
 /// How this node takes part in the lock group.
 #[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// This node's member id.
-    pub id: NodeId,
-    /// Every member, this node included (the same list on every member).
-    pub members: Vec<MemberConfig>,
-    /// Heartbeat and election timing.
-    pub timing: Timing,
-    /// A snapshot is taken after this many entries (and the log before it purged).
-    pub snapshot_every: u64,
+pub struct LockGroupConfig {
+    /// Members, timing and transport: the Raft machinery's settings.
+    pub group: GroupConfig,
     /// How long a lock whose lease expired stays ungranted, in ms (0: none).
     pub lock_delay_ms: u64,
-    /// Write the Raft log in the calling task instead of on its flusher thread (the simulation).
-    pub inline_log: bool,
-    /// How this node connects to the other members.
-    pub dialer: Dialer,
 }
 
-impl GroupConfig {
+impl LockGroupConfig {
     /// Checks what a bad configuration file could get wrong.
     pub fn check(&self) -> Result<(), String> {
-        if !self.members.iter().any(|m| m.id == self.id) {
-            return Err(format!("lock group: this node's id {} is not among the members", self.id));
-        }
-        let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.len() != self.members.len() {
-            return Err("lock group: two members with the same id".into());
-        }
-        if self.members.iter().filter(|m| m.voter).count() == 0 {
-            return Err("lock group: no voters".into());
-        }
-        let timing = self.timing;
-        if timing.heartbeat_ms == 0 || timing.election_timeout_min_ms <= timing.heartbeat_ms * 2 {
-            return Err("lock group: the election timeout must be more than twice the heartbeat".into());
-        }
-        if timing.election_timeout_max_ms <= timing.election_timeout_min_ms {
-            return Err("lock group: election_timeout_max_ms must exceed election_timeout_min_ms".into());
-        }
-        if self.snapshot_every == 0 {
-            return Err("lock group: snapshot_every must be positive".into());
-        }
-        Ok(())
+        self.group.check().map_err(|message| format!("lock group: {message}"))
     }
 }
 
-/// The leader's clock: wall-clock milliseconds at start, advanced by a monotonic clock, so that leases
-/// are not shortened by a jump of the wall clock. (tokio's clock, so a simulation can drive it.)
-#[derive(Debug, Clone, Copy)]
-pub struct LeaseClock {
-    start_wall_ms: u64,
-    start: tokio::time::Instant,
-}
-
-impl LeaseClock {
-    /// Anchored at `wall_ms`, the wall clock's reading now.
-    pub fn new(wall_ms: u64) -> Self {
-        LeaseClock { start_wall_ms: wall_ms, start: tokio::time::Instant::now() }
-    }
-
-    /// Milliseconds since the Unix epoch by this clock.
-    pub fn now_ms(&self) -> u64 {
-        self.start_wall_ms + u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// Why a proposal did not produce a response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ProposeError {
-    /// Certainly not applied (no leader could take it).
-    #[error("{0} (not applied)")]
-    Failed(String),
-    /// May have been applied: a retry with the same request id is safe.
-    #[error("{0} (may have been applied)")]
-    Unknown(String),
-}
-
-/// This node's member of the lock group: its Raft instance, the lock table it applies, and the code that
-/// proposes requests to the leader (here or elsewhere) and keeps time for leases.
+/// This node's member of the lock group: the Raft group replicating the lock table (whose proposing and
+/// state it derefs to) and the group's metrics.
 pub struct LockGroup {
-    id: NodeId,
-    network: Network,
-    raft: Raft,
-    shared: Arc<Shared>,
-    clock: LeaseClock,
+    group: Arc<RaftGroup<LockState>>,
     /// The group's Prometheus metrics.
     pub metrics: GroupMetrics,
-    /// Channels to the other members, for forwarding proposals.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// How long to wait for a leader to be elected before failing a request.
-    leader_wait: Duration,
+}
+
+impl Deref for LockGroup {
+    type Target = RaftGroup<LockState>;
+
+    fn deref(&self) -> &RaftGroup<LockState> {
+        &self.group
+    }
 }
 
 impl LockGroup {
-    /// Opens the group's log and state machine in `storage` and starts Raft. A voter whose log is empty and
-    /// that has never voted initializes the group with the configured members (every voter may: it is the
-    /// same membership; a voter that lost that race is refused quietly).
-    /// The leader loop (expiries, learners) runs on `tasks` until `stop` is cancelled.
+    /// Starts this node's member of the lock group on `storage` (see [`RaftGroup::start`]). The leader
+    /// loop (lease timers, learners) runs on `tasks` until `stop` is cancelled.
     pub async fn start(
-        config: GroupConfig,
+        config: LockGroupConfig,
         storage: Arc<dyn Storage>,
         clock: LeaseClock,
         registry: &prometheus::Registry,
@@ -173,258 +59,28 @@ impl LockGroup {
         tasks: &TaskTracker,
     ) -> anyhow::Result<Arc<LockGroup>> {
         config.check().map_err(anyhow::Error::msg)?;
-        let raft_config = openraft::Config {
-            cluster_name: "geostore-locks".into(),
-            heartbeat_interval: config.timing.heartbeat_ms,
-            election_timeout_min: config.timing.election_timeout_min_ms,
-            election_timeout_max: config.timing.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            ..openraft::Config::default()
-        }
-        .validate()?;
-        let mut log = LogStore::open_with(storage.clone(), config.inline_log)?;
-        // Only a member that has never voted nor logged anything initializes: asking openraft on a restart
-        // would be refused anyway, and openraft logs the refusal as an error.
-        let fresh = log.get_log_state().await?.last_log_id.is_none() && log.read_vote().await?.is_none();
-        let machine = StateMachine::open(storage, config.lock_delay_ms)?;
-        let shared = machine.shared();
-        let network = Network {
-            routes: Arc::new(config.members.iter().map(|m| (m.id, m.member.endpoint.clone())).collect()),
-            dialer: config.dialer.clone(),
-        };
-        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log, machine).await?;
-        let voters: BTreeMap<NodeId, Member> =
-            config.members.iter().filter(|m| m.voter).map(|m| (m.id, m.member.clone())).collect();
-        if fresh && voters.contains_key(&config.id) {
-            match raft.initialize(voters).await {
-                Ok(()) => tracing::info!(id = config.id, "lock group initialized"),
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(error) => return Err(anyhow::anyhow!("lock group: cannot initialize: {error}")),
-            }
-        }
-        let metrics = GroupMetrics::new(registry);
-        let group = Arc::new(LockGroup {
-            id: config.id,
-            network,
-            raft,
-            shared,
-            clock,
-            metrics,
-            channels: Mutex::new(HashMap::new()),
-            leader_wait: Duration::from_millis(config.timing.election_timeout_max_ms * 3),
-        });
-        let learners: Vec<MemberConfig> = config.members.into_iter().filter(|m| !m.voter).collect();
-        tasks.spawn(leader_loop(group.clone(), learners, stop));
+        let group = RaftGroup::start(config.group, config.lock_delay_ms, storage, clock).await?;
+        let group = Arc::new(LockGroup { group, metrics: GroupMetrics::new(registry) });
+        tasks.spawn(leader_loop(group.clone(), stop));
         Ok(group)
     }
 
-    /// This node's member id.
-    pub fn id(&self) -> NodeId {
-        self.id
+    /// The Raft group itself, to serve it in the `Raft` service.
+    pub fn raft_group(&self) -> Arc<RaftGroup<LockState>> {
+        self.group.clone()
     }
-
-    /// The openraft instance (for its metrics and the Raft service).
-    pub fn raft(&self) -> &Raft {
-        &self.raft
-    }
-
-    /// The applied lock table and the waiters on it, as this member has applied the log.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Now by the lease clock (milliseconds since the Unix epoch).
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    /// Stops Raft (the node is shutting down).
-    pub async fn shutdown(&self) {
-        if let Err(error) = self.raft.shutdown().await {
-            tracing::warn!(%error, "lock group did not shut down cleanly");
-        }
-    }
-
-    /// Proposes `proposal` to the leader (this node or another) and returns what applying it produced.
-    /// Retried across leader changes: every proposal is idempotent (acquires and releases carry request
-    /// ids; a keep-alive only extends).
-    pub async fn propose(&self, proposal: Proposal) -> Result<Response, ProposeError> {
-        let deadline = tokio::time::Instant::now() + self.leader_wait;
-        let mut maybe_applied = false;
-        let mut backoff = Backoff::new(PROPOSE_RETRY_FIRST, PROPOSE_RETRY_MAX);
-        let last_error = loop {
-            let attempt = match self.wait_for_leader().await {
-                None => Err("no leader elected in the lock group".to_string()),
-                Some(leader) if leader == self.id => self.propose_here(proposal.clone()).await.map_err(|e| {
-                    maybe_applied |= e.maybe_applied;
-                    e.message
-                }),
-                Some(leader) => match self.member(leader) {
-                    None => Err(format!("leader {leader} is not in the membership")),
-                    Some(member) => match self.forward_while_leader(leader, &member, &proposal).await {
-                        Ok(Ok(response)) => Ok(response),
-                        Ok(Err(ProposeHereError { maybe_applied: applied, message })) => {
-                            maybe_applied |= applied;
-                            Err(message)
-                        }
-                        Err(ForwardError { maybe_sent, message }) => {
-                            maybe_applied |= maybe_sent;
-                            Err(format!("forwarding to leader {leader} ({}): {message}", member.endpoint))
-                        }
-                    },
-                },
-            };
-            // The leader changed (or is being elected): try again until the deadline.
-            let message = match attempt {
-                Ok(response) => return Ok(response),
-                Err(message) => message,
-            };
-            let delay = backoff.next_delay();
-            if tokio::time::Instant::now() + delay >= deadline {
-                break message;
-            }
-            tracing::debug!(message, "proposal not taken; retrying");
-            tokio::time::sleep(delay).await;
-        };
-        Err(if maybe_applied { ProposeError::Unknown(last_error) } else { ProposeError::Failed(last_error) })
-    }
-
-    /// Proposes on this node, if it leads; never forwards. The leader stamps the command with its clock.
-    pub async fn propose_here(&self, proposal: Proposal) -> Result<Response, ProposeHereError> {
-        let command = proposal.at(self.clock.now_ms());
-        self.write(command).await
-    }
-
-    async fn write(&self, command: Command) -> Result<Response, ProposeHereError> {
-        let leading_before = self.is_leader();
-        // A leader cut off from the majority keeps its role until it hears of a newer term, and its
-        // entries never commit: give up after the leader wait (the entry may still commit later).
-        let write = tokio::time::timeout(self.leader_wait, self.raft.client_write(Request(command))).await;
-        let Ok(write) = write else {
-            return Err(ProposeHereError {
-                maybe_applied: true,
-                message: format!("not committed within {:?}: no majority reachable?", self.leader_wait),
-            });
-        };
-        match write {
-            Ok(reply) => Ok(reply.data),
-            // Not the leader before, at or after the call: nothing was appended. (A leader that appends
-            // and then loses its leadership answers the same way, so leading at any point means unknown.
-            // The metrics this reads lag Raft's core slightly; becoming and ceasing to be leader inside
-            // that lag, with our entry appended in between, is the one case this mislabels.)
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))
-                if !leading_before && forward.leader_id != Some(self.id) && !self.is_leader() =>
-            {
-                Err(ProposeHereError {
-                    maybe_applied: false,
-                    message: format!("member {} is not the leader (leader: {:?})", self.id, forward.leader_id),
-                })
-            }
-            // Appended, then leadership changed (or another failure): the entry may still commit.
-            Err(error) => Err(ProposeHereError { maybe_applied: true, message: error.to_string() }),
-        }
-    }
-
-    fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
-    }
-
-    /// The current leader, waiting up to `leader_wait` for one to be elected.
-    pub async fn wait_for_leader(&self) -> Option<NodeId> {
-        let mut metrics = self.raft.metrics();
-        let wait = metrics.wait_for(|m| m.current_leader.is_some() || m.state == ServerState::Shutdown);
-        match tokio::time::timeout(self.leader_wait, wait).await {
-            Ok(Ok(metrics)) => metrics.current_leader,
-            _ => None,
-        }
-    }
-
-    /// The known leader now, without waiting.
-    pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
-    }
-
-    /// A member as this node reaches it.
-    pub fn member(&self, id: NodeId) -> Option<Member> {
-        let member = self.shared.read(|state| state.membership.membership().get_node(&id).cloned())?;
-        Some(Member { endpoint: self.network.route(id, &member), site: member.site })
-    }
-
-    /// [`LockGroup::forward`], abandoned if this node learns of another leader meanwhile (an old leader
-    /// cut off from the majority would hold the proposal until it times out).
-    async fn forward_while_leader(
-        &self,
-        leader: NodeId,
-        member: &Member,
-        proposal: &Proposal,
-    ) -> Result<Result<Response, ProposeHereError>, ForwardError> {
-        let mut metrics = self.raft.metrics();
-        let replaced = metrics.wait_for(|m| m.current_leader.is_some_and(|current| current != leader));
-        tokio::select! {
-            result = self.forward(member, proposal) => result,
-            _ = replaced => Err(ForwardError {
-                maybe_sent: true,
-                message: format!("leader {leader} was replaced while it held the proposal"),
-            }),
-        }
-    }
-
-    async fn forward(
-        &self,
-        member: &Member,
-        proposal: &Proposal,
-    ) -> Result<Result<Response, ProposeHereError>, ForwardError> {
-        let channel = {
-            let mut channels = self.channels.lock().expect("channels lock poisoned");
-            match channels.get(&member.endpoint) {
-                Some(channel) => channel.clone(),
-                None => {
-                    let channel = lazy_channel(&self.network.dialer, &member.endpoint)
-                        .map_err(|e| ForwardError { maybe_sent: false, message: e.to_string() })?;
-                    channels.insert(member.endpoint.clone(), channel.clone());
-                    channel
-                }
-            }
-        };
-        let payload = crate::codec::encode(proposal);
-        let mut request = tonic::Request::new(pb::RaftMessage { payload });
-        request.set_timeout(self.leader_wait);
-        let reply = RaftClient::new(channel).propose(request).await.map_err(|status| ForwardError {
-            // A connection never opened (or a refusal by the leader's server) did not reach the proposal
-            // queue; anything else may have.
-            maybe_sent: geostore_proto::outcome::outcome_of(&status) == geostore_proto::outcome::Outcome::Unknown,
-            message: status.message().to_string(),
-        })?;
-        crate::codec::decode(&reply.into_inner().payload)
-            .map_err(|e| ForwardError { maybe_sent: true, message: format!("bad reply from the leader: {e}") })
-    }
-}
-
-/// Why [`LockGroup::propose_here`] failed, sent back to the member that forwarded the proposal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProposeHereError {
-    /// Whether the proposal may have entered the log (then its outcome is unknown).
-    pub maybe_applied: bool,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-struct ForwardError {
-    maybe_sent: bool,
-    message: String,
 }
 
 /// While this node leads: first restart every lease's clock (a new leader never expires a lease early),
 /// add the configured learners, then propose expiries, give-ups and lock-delay ends as they fall due,
 /// sleeping until the next one or until an entry is applied.
-async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, stop: CancellationToken) {
-    let mut metrics = group.raft.metrics();
-    let mut applied = group.shared.subscribe_applied();
+async fn leader_loop(group: Arc<LockGroup>, stop: CancellationToken) {
+    let mut metrics = group.raft().metrics();
+    let mut applied = group.shared().subscribe_applied();
     loop {
         let (is_leader, term) = {
             let m = metrics.borrow_and_update();
-            (m.current_leader == Some(group.id) && m.state == ServerState::Leader, m.current_term)
+            (m.current_leader == Some(group.id()) && m.state == ServerState::Leader, m.current_term)
         };
         group.metrics.is_leader.set(i64::from(is_leader));
         group.metrics.term.set(i64::try_from(term).unwrap_or(i64::MAX));
@@ -435,12 +91,12 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, stop: C
             }
             continue;
         }
-        tracing::info!(id = group.id, term, "leading the lock group");
-        if let Err(error) = group.write(Command::RestartLeases { now_ms: group.now_ms() }).await {
+        tracing::info!(id = group.id(), term, "leading the lock group");
+        if let Err(error) = group.propose_command(Command::RestartLeases { now_ms: group.now_ms() }).await {
             tracing::warn!(message = error.message, "could not restart leases as a new leader");
             continue;
         }
-        add_learners(&group, &learners).await;
+        group.add_learners().await;
         let mut first_pass = true;
         // Lead until the term changes.
         loop {
@@ -448,12 +104,13 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, stop: C
             if std::mem::take(&mut first_pass) && planted::active(planted::Bug::NewLeaderExpiresLeases) {
                 now_ms += 3_600_000;
             }
-            let (due, next_due_ms) = group.shared.read(|state| (state.table.due(now_ms), state.table.next_due_ms()));
+            let (due, next_due_ms) =
+                group.shared().read(|applied| (applied.state.table.due(now_ms), applied.state.table.next_due_ms()));
             for command in due {
                 // Found due at `now_ms`; an earlier write in this loop may have waited for a slow commit.
                 let command = command.stamped(group.now_ms());
                 let expiry = matches!(command, Command::Expire { .. });
-                match group.write(command).await {
+                match group.propose_command(command).await {
                     Ok(response) => {
                         let expired = response
                             .events
@@ -477,22 +134,9 @@ async fn leader_loop(group: Arc<LockGroup>, learners: Vec<MemberConfig>, stop: C
                 _ = stop.cancelled() => return,
             }
             let m = metrics.borrow();
-            if m.current_term != term || m.current_leader != Some(group.id) {
+            if m.current_term != term || m.current_leader != Some(group.id()) {
                 break;
             }
-        }
-    }
-}
-
-/// Adds the configured learners that the membership does not have yet.
-async fn add_learners(group: &LockGroup, learners: &[MemberConfig]) {
-    for learner in learners {
-        if group.member(learner.id).is_some() {
-            continue;
-        }
-        match group.raft.add_learner(learner.id, learner.member.clone(), false).await {
-            Ok(_) => tracing::info!(id = learner.id, site = learner.member.site, "learner added to the lock group"),
-            Err(error) => tracing::warn!(id = learner.id, %error, "could not add a learner"),
         }
     }
 }

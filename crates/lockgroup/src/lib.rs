@@ -1,19 +1,16 @@
-//! geostore's global lock group: the [`geostore_locks::LockTable`] replicated by a Raft group (openraft)
-//! that spans the sites, with its log and snapshots in geostore's storage ([`store`]), its transport over
-//! gRPC ([`network`]), the async runtime openraft runs on ([`runtime`]), the code that proposes and times
-//! leases ([`group`]) and the gRPC services ([`service`]): the public `Lock` service and the members'
-//! internal `Raft` service.
+//! geostore's global lock group: the [`geostore_locks::LockTable`] replicated by a Raft group that spans
+//! the sites. The Raft machinery (openraft, its log and snapshots in geostore's storage, the transport
+//! and the members' `Raft` service) is `geostore-raft`'s; this crate holds what is the lock table's: the
+//! state machine and what clients propose to it ([`machine`]), the leader's lease timers and the group's
+//! metrics ([`group`], [`metrics`]), and the public `Lock` gRPC service ([`service`]).
 
 #![warn(missing_docs)]
 
-pub mod codec;
 pub mod group;
+pub mod machine;
 pub mod metrics;
-pub mod network;
-pub mod runtime;
 pub mod service;
-pub mod store;
-pub mod types;
 
-pub use group::{GroupConfig, LeaseClock, LockGroup, MemberConfig, ProposeError, Timing};
-pub use types::{Member, NodeId, Proposal};
+pub use geostore_raft::{GroupConfig, LeaseClock, Member, MemberConfig, NodeId, ProposeError, Timing};
+pub use group::{LockGroup, LockGroupConfig};
+pub use machine::{LockObserver, LockState, Proposal};

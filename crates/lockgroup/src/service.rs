@@ -1,4 +1,5 @@
-//! The gRPC services of the lock group: `Lock` for applications, `Raft` between members.
+//! The lock group's public gRPC service, `Lock`. (Members speak to each other through the Raft
+//! machinery's `Raft` service, `geostore_raft::service`.)
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,14 +8,14 @@ use std::time::{Duration, Instant};
 use geostore_locks::{Event, Grant, Outcome, RequestId};
 use geostore_proto::outcome::{Reason, failed, unknown};
 use geostore_proto::v1 as pb;
-use openraft::ServerState;
+use geostore_raft::ProposeError;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::group::{LockGroup, ProposeError};
-use crate::types::Proposal;
+use crate::group::LockGroup;
+use crate::machine::Proposal;
 
 /// The longest lock name, in bytes.
 pub const NAME_BYTES_MAX: usize = 256;
@@ -98,7 +99,7 @@ struct WaiterGuard<'a> {
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        self.group.shared().forget(&self.id);
+        self.group.shared().observer().forget(&self.id);
     }
 }
 
@@ -138,7 +139,7 @@ impl LockService {
         }
         let name = request.name.clone();
         // Registered before proposing, so a grant applied at once is not missed.
-        let verdict = self.group.shared().await_outcome(id.clone());
+        let verdict = self.group.shared().observer().await_outcome(id.clone());
         let _guard = WaiterGuard { group: &self.group, id: id.clone() };
         let proposal = Proposal::Acquire {
             id: id.clone(),
@@ -230,16 +231,17 @@ impl LockService {
     }
 
     fn state(&self, name: &str) -> pb::LockState {
-        self.group.shared().read(|state| pb::LockState {
+        self.group.shared().read(|applied| pb::LockState {
             name: name.to_string(),
-            holder: state.table.holder(name).map(grant_to_pb),
-            waiters: state
+            holder: applied.state.table.holder(name).map(grant_to_pb),
+            waiters: applied
+                .state
                 .table
                 .waiters(name)
                 .into_iter()
                 .map(|id| pb::RequestId { client: id.client, request: id.request })
                 .collect(),
-            applied_index: state.last_applied.map_or(0, |id| id.index),
+            applied_index: applied.applied_index(),
         })
     }
 }
@@ -320,7 +322,7 @@ impl pb::lock_server::Lock for LockService {
     }
 
     async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        let names: Vec<String> = self.group.shared().read(|state| state.table.names().cloned().collect());
+        let names: Vec<String> = self.group.shared().read(|applied| applied.state.table.names().cloned().collect());
         let locks = names.iter().map(|name| self.state(name)).collect();
         Ok(Response::new(pb::ListResponse { locks }))
     }
@@ -331,7 +333,7 @@ impl pb::lock_server::Lock for LockService {
         let name = request.into_inner().name;
         check_name(&name)?;
         // Subscribed before reading the first state, so no change falls in between.
-        let mut changes = self.group.shared().subscribe_changes();
+        let mut changes = self.group.shared().observer().subscribe_changes();
         let (sender, receiver) = mpsc::channel(16);
         let service = LockService { group: self.group.clone() };
         tokio::spawn(async move {
@@ -358,92 +360,5 @@ impl pb::lock_server::Lock for LockService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
-    }
-}
-
-/// The members' internal service: Raft messages, and proposals forwarded to the leader.
-pub struct RaftService {
-    group: Arc<LockGroup>,
-}
-
-impl RaftService {
-    /// The service over this node's member of the group.
-    pub fn new(group: Arc<LockGroup>) -> Self {
-        RaftService { group }
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(message: pb::RaftMessage) -> Result<T, Status> {
-    crate::codec::decode(&message.payload)
-        .map_err(|e| failed(Code::InvalidArgument, Reason::invalid("payload"), format!("bad Raft message: {e}")))
-}
-
-fn encode(value: &impl serde::Serialize) -> Response<pb::RaftMessage> {
-    Response::new(pb::RaftMessage { payload: crate::codec::encode(value) })
-}
-
-#[tonic::async_trait]
-impl pb::raft_server::Raft for RaftService {
-    async fn append_entries(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-        let request = decode(request.into_inner())?;
-        Ok(encode(&self.group.raft().append_entries(request).await))
-    }
-
-    async fn vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-        let request = decode(request.into_inner())?;
-        Ok(encode(&self.group.raft().vote(request).await))
-    }
-
-    async fn install_snapshot(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-        let request = decode(request.into_inner())?;
-        Ok(encode(&self.group.raft().install_snapshot(request).await))
-    }
-
-    async fn propose(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-        let proposal: Proposal = decode(request.into_inner())?;
-        Ok(encode(&self.group.propose_here(proposal).await))
-    }
-
-    async fn group_status(
-        &self,
-        _request: Request<pb::GroupStatusRequest>,
-    ) -> Result<Response<pb::LockGroupStatus>, Status> {
-        Ok(Response::new(group_status(&self.group)))
-    }
-}
-
-/// The group as this member sees it: leader (with its site and endpoint), term, log and applied positions,
-/// members. `Raft.GroupStatus` answers it and `Cluster.Status` carries it.
-pub fn group_status(group: &LockGroup) -> pb::LockGroupStatus {
-    let metrics = group.raft().metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let members = membership
-        .nodes()
-        .map(|(id, member)| pb::GroupMember {
-            id: *id,
-            site: member.site.clone(),
-            endpoint: member.endpoint.clone(),
-            voter: voters.contains(id),
-        })
-        .collect();
-    let state = match metrics.state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    };
-    let leader = metrics.current_leader.and_then(|id| membership.get_node(&id));
-    pb::LockGroupStatus {
-        id: metrics.id,
-        leader: metrics.current_leader.unwrap_or(0),
-        leader_site: leader.map(|node| node.site.clone()).unwrap_or_default(),
-        leader_endpoint: leader.map(|node| node.endpoint.clone()).unwrap_or_default(),
-        term: metrics.current_term,
-        last_log_index: metrics.last_log_index.unwrap_or(0),
-        applied_index: metrics.last_applied.map_or(0, |id| id.index),
-        members,
-        state: state.to_string(),
     }
 }

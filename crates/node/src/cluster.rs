@@ -1,5 +1,5 @@
 //! The Cluster service: what the cluster looks like from this node (sites, partitions, replication lag,
-//! the lock group).
+//! the lock group, the site's placement).
 
 use std::sync::Arc;
 
@@ -8,20 +8,28 @@ use geostore_proto::v1 as pb;
 use geostore_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
+use crate::placement::PlacementGroup;
 use crate::replication::PeerStates;
 use crate::store::Store;
 
-/// Serves `Cluster.Status` from the store, the pullers' states and the lock group, if this node is in one.
+/// Serves `Cluster.Status` from the store, the pullers' states, and the lock group and placement group if
+/// this node is in them.
 pub struct ClusterService {
     store: Arc<Store>,
     peers: PeerStates,
     lock_group: Option<Arc<LockGroup>>,
+    placement: Option<Arc<PlacementGroup>>,
 }
 
 impl ClusterService {
-    /// The service over this node's store, pull states and lock group.
-    pub fn new(store: Arc<Store>, peers: PeerStates, lock_group: Option<Arc<LockGroup>>) -> Self {
-        Self { store, peers, lock_group }
+    /// The service over this node's store, pull states, lock group and placement group.
+    pub fn new(
+        store: Arc<Store>,
+        peers: PeerStates,
+        lock_group: Option<Arc<LockGroup>>,
+        placement: Option<Arc<PlacementGroup>>,
+    ) -> Self {
+        Self { store, peers, lock_group, placement }
     }
 }
 
@@ -63,7 +71,8 @@ impl Cluster for ClusterService {
             clock_drift_refusals: metrics.clock_drift_refusals.get(),
             sites,
             tombstones_collected: metrics.tombstones_collected.get(),
-            lock_group: self.lock_group.as_deref().map(geostore_lockgroup::service::group_status),
+            lock_group: self.lock_group.as_deref().map(|group| group.status()),
+            placement: self.placement.as_deref().map(PlacementGroup::status),
         }))
     }
 }

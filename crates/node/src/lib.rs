@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod placement;
 pub mod replication;
 pub mod server;
 pub mod store;
@@ -154,7 +155,7 @@ pub async fn run_with(
     background.spawn(trim_logs(store.clone(), config.log_trim_interval, stop.clone()));
     let lock_group = match config.lock_group.clone() {
         Some(mut group_config) => {
-            group_config.dialer = dialer.clone();
+            group_config.group.dialer = dialer.clone();
             let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
             let group = geostore_lockgroup::LockGroup::start(
                 group_config,
@@ -168,9 +169,20 @@ pub async fn run_with(
             // Fenced writes are checked against the token holding the lock by this node's lock table.
             let source = group.clone();
             store.set_fence_source(Arc::new(move |lock: &str| {
-                source.shared().read(|state| state.table.holder(lock).map(|grant| grant.token))
+                source.shared().read(|applied| applied.state.table.holder(lock).map(|grant| grant.token))
             }));
             Some(group)
+        }
+        None => None,
+    };
+    let placement = match config.placement.clone() {
+        Some(mut placement_config) => {
+            placement_config.group.dialer = dialer.clone();
+            let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
+            Some(
+                placement::PlacementGroup::start(placement_config, storage.clone(), clock, stop.clone(), &background)
+                    .await?,
+            )
         }
         None => None,
     };
@@ -210,21 +222,24 @@ pub async fn run_with(
         store.clone(),
         peer_states,
         lock_group.clone(),
+        placement.clone(),
     ));
-    let lock_services = lock_group.clone().map(|group| {
-        (
-            geostore_proto::v1::lock_server::LockServer::new(geostore_lockgroup::service::LockService::new(
-                group.clone(),
-            )),
-            geostore_proto::v1::raft_server::RaftServer::new(geostore_lockgroup::service::RaftService::new(group))
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        )
+    let lock = lock_group.clone().map(|group| {
+        geostore_proto::v1::lock_server::LockServer::new(geostore_lockgroup::service::LockService::new(group))
     });
-    let (lock, raft) = match lock_services {
-        Some((lock, raft)) => (Some(lock), Some(raft)),
-        None => (None, None),
-    };
+    // One Raft service for every group this node is in, each message routed by the group it names.
+    let mut raft_groups = geostore_raft::service::RaftService::new();
+    if let Some(group) = &lock_group {
+        raft_groups = raft_groups.serving(group.raft_group());
+    }
+    if let Some(group) = &placement {
+        raft_groups = raft_groups.serving(group.raft_group());
+    }
+    let raft = (lock_group.is_some() || placement.is_some()).then(|| {
+        geostore_proto::v1::raft_server::RaftServer::new(raft_groups)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    });
     let router = tonic::transport::Server::builder()
         .initial_stream_window_size(replication::HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(replication::HTTP2_CONNECTION_WINDOW_BYTES)
@@ -244,6 +259,9 @@ pub async fn run_with(
     }
 
     if let Some(group) = &lock_group {
+        group.shutdown().await;
+    }
+    if let Some(group) = &placement {
         group.shutdown().await;
     }
     background.close();

@@ -203,7 +203,7 @@ mod tests {
             let config = NodeSettings { data_dir: Some("d".into()), listen: Some("127.0.0.1:0".into()), ..settings }
                 .resolve()
                 .unwrap();
-            (config.store.site, config.peers, config.lock_group.unwrap().members)
+            (config.store.site, config.peers, config.lock_group.unwrap().group.members)
         };
         let older = NodeSettings {
             site: Some("b".into()),

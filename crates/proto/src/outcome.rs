@@ -434,7 +434,7 @@ mod tests {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
         let channel = crate::net::Dialer::Tcp.connect_lazy(endpoint, std::time::Duration::from_secs(2));
         let mut client = crate::v1::raft_client::RaftClient::new(channel);
-        let status = client.group_status(crate::v1::GroupStatusRequest {}).await.unwrap_err();
+        let status = client.group_status(crate::v1::GroupStatusRequest::default()).await.unwrap_err();
         assert!(never_connected(&status), "{status:?}");
         assert_eq!(outcome_of(&status), Outcome::Failed);
     }

@@ -5,7 +5,7 @@
 //! - [`random`]: where that jitter comes from. A generator per thread, seeded from the operating system
 //!   in production and by the simulation harness ([`random::seed`]) so that a seed replays the same
 //!   delays. It is not the generator openraft's election timeouts draw from (that one is
-//!   `geostore_lockgroup::runtime`), so retries do not shift elections.
+//!   `geostore_raft::runtime`), so retries do not shift elections.
 //! - [`shutdown`]: one cancellation token and one task tracker per node, instead of a flag handed to
 //!   every task.
 //! - [`group_commit`]: the loop of the threads that write queued work together, one fsync per group,

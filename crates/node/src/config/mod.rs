@@ -8,10 +8,11 @@ mod settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use geostore_lockgroup::{GroupConfig, Member, MemberConfig as GroupMemberConfig, Timing};
+use geostore_lockgroup::{GroupConfig, LockGroupConfig, Member, MemberConfig as GroupMemberConfig, Timing};
 use geostore_storage::Durability;
 
 pub use self::settings::*;
+use crate::placement::PlacementConfig;
 use crate::store::StoreConfig;
 use duration::whole_millis;
 
@@ -103,7 +104,7 @@ impl NodeSettings {
     }
 
     /// The lock group's configuration, if this node is in one.
-    fn lock_group(&self, site: &str) -> Result<Option<GroupConfig>, String> {
+    fn lock_group(&self, site: &str) -> Result<Option<LockGroupConfig>, String> {
         let Some(members) = &self.lock_members else {
             if self.node_id.is_some() {
                 return Err("node_id is set but lock_members is not: list the lock group's members".into());
@@ -121,7 +122,7 @@ impl NodeSettings {
                 return Err("lock member ids start at 1".into());
             }
         }
-        let config = GroupConfig {
+        let group = GroupConfig {
             id,
             members: members
                 .iter()
@@ -141,9 +142,44 @@ impl NodeSettings {
                 ),
             },
             snapshot_every: self.raft_snapshot_every.unwrap_or(RAFT_SNAPSHOT_EVERY_ENTRIES_DEFAULT),
-            lock_delay_ms: whole_millis(self.lock_delay_ms.unwrap_or(LOCK_DELAY_DEFAULT)),
             inline_log: false,
             dialer: Default::default(),
+        };
+        let config =
+            LockGroupConfig { group, lock_delay_ms: whole_millis(self.lock_delay_ms.unwrap_or(LOCK_DELAY_DEFAULT)) };
+        config.check()?;
+        Ok(Some(config))
+    }
+
+    /// This node's site's placement group, if this node has an id (it is the lock group's members of this
+    /// site, every one a voter).
+    fn placement_group(
+        replicas_per_site: Option<usize>,
+        site: &str,
+        partitions: u16,
+        lock_group: Option<&LockGroupConfig>,
+    ) -> Result<Option<PlacementConfig>, String> {
+        let Some(lock_group) = lock_group else {
+            if replicas_per_site.is_some() {
+                let message =
+                    "replicas_per_site is set but this node has no member id: give it --node-id and the members";
+                return Err(message.into());
+            }
+            return Ok(None);
+        };
+        let members: Vec<GroupMemberConfig> = lock_group
+            .group
+            .members
+            .iter()
+            .filter(|member| member.member.site == site)
+            .map(|member| GroupMemberConfig { voter: true, ..member.clone() })
+            .collect();
+        let replicas_per_site =
+            replicas_per_site.unwrap_or_else(|| geostore_placement::default_replicas_per_site(members.len()));
+        let config = PlacementConfig {
+            group: GroupConfig { members, ..lock_group.group.clone() },
+            partitions,
+            replicas_per_site,
         };
         config.check()?;
         Ok(Some(config))
@@ -159,6 +195,11 @@ impl NodeSettings {
             settings.listen.ok_or("no listen address: pass --listen HOST:PORT or set listen in the config file")?;
         let site = settings.site.unwrap_or_else(|| SITE_DEFAULT.to_string());
         check_site_name(&site)?;
+        let partitions = settings.partitions.unwrap_or(PARTITIONS_DEFAULT);
+        if partitions == 0 {
+            return Err("partitions must be at least 1".into());
+        }
+        let placement = Self::placement_group(settings.replicas_per_site, &site, partitions, lock_group.as_ref())?;
         let peers = settings.peers.unwrap_or_default();
         for (index, peer) in peers.iter().enumerate() {
             check_site_name(&peer.site)?;
@@ -172,10 +213,6 @@ impl NodeSettings {
                 return Err(format!("two peers for site {:?}: one node per site for now", peer.site));
             }
             check_endpoint("peer", &peer.endpoint)?;
-        }
-        let partitions = settings.partitions.unwrap_or(PARTITIONS_DEFAULT);
-        if partitions == 0 {
-            return Err("partitions must be at least 1".into());
         }
         let value_bytes_max = settings.value_bytes_max.unwrap_or(VALUE_BYTES_MAX_DEFAULT);
         if value_bytes_max == 0 || value_bytes_max > 64 * 1024 * 1024 {
@@ -209,6 +246,7 @@ impl NodeSettings {
         }
         Ok(NodeConfig {
             lock_group,
+            placement,
             data_dir,
             listen,
             http_listen: settings.http_listen,
@@ -243,7 +281,9 @@ impl NodeSettings {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// `None`: this node is not in a lock group and does not serve locks.
-    pub lock_group: Option<GroupConfig>,
+    pub lock_group: Option<LockGroupConfig>,
+    /// `None`: this node has no member id, runs no placement group and holds every partition of its site.
+    pub placement: Option<PlacementConfig>,
     /// Where the node keeps its data (RocksDB).
     pub data_dir: PathBuf,
     /// gRPC address, `HOST:PORT`.
@@ -410,7 +450,7 @@ mod tests {
         let config = example.resolve().unwrap();
         assert_eq!((config.store.site.as_str(), config.peers.len()), ("eu-west", 2));
         assert_eq!(config.store.log_retention_ms, 24 * 3600 * 1000);
-        let group = config.lock_group.expect("the example configures the lock group");
+        let group = config.lock_group.expect("the example configures the lock group").group;
         assert_eq!((group.id, group.members.len()), (1, 3));
     }
 
@@ -463,7 +503,7 @@ mod tests {
             settings.lock_members.as_deref(),
             Some(&["1=a=http://127.0.0.1:7000".parse().unwrap(), member, learner][..])
         );
-        let group = settings.clone().resolve().unwrap().lock_group.unwrap();
+        let group = settings.clone().resolve().unwrap().lock_group.unwrap().group;
         assert_eq!(group.members.len(), 3);
         assert_eq!(group.timing, Timing::default());
         let wrong_site = NodeSettings { site: Some("b".into()), ..settings.clone() };
@@ -490,7 +530,7 @@ mod tests {
         assert_eq!(config.store.site, "b");
         let peers: Vec<(&str, &str)> = config.peers.iter().map(|p| (p.site.as_str(), p.endpoint.as_str())).collect();
         assert_eq!(peers, [("a", "http://127.0.0.1:7000"), ("c", "http://127.0.0.1:7002")]);
-        let group = config.lock_group.unwrap();
+        let group = config.lock_group.unwrap().group;
         assert_eq!(group.id, 2);
         let members: Vec<(u64, &str, bool)> =
             group.members.iter().map(|m| (m.id, m.member.site.as_str(), m.voter)).collect();
@@ -501,7 +541,7 @@ mod tests {
     #[test]
     fn members_marked_voter_or_learner_choose_the_lock_groups_voters() {
         let voters = |settings: NodeSettings| -> Vec<bool> {
-            settings.resolve().unwrap().lock_group.unwrap().members.iter().map(|m| m.voter).collect()
+            settings.resolve().unwrap().lock_group.unwrap().group.members.iter().map(|m| m.voter).collect()
         };
         let learner = member_flags("1", &["--member", "4=d=http://127.0.0.1:7003=learner"]);
         assert_eq!(voters(learner), [true, true, true, false]);

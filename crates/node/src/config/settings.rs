@@ -82,6 +82,11 @@ pub struct NodeSettings {
     /// Partitions, fixed when the data directory is created.
     #[arg(long, default_in_help = PARTITIONS_DEFAULT)]
     pub partitions: Option<u16>,
+    /// Replicas of every partition in this node's site (N), fixed when the site's placement map is
+    /// created; default min(3, nodes in the site). Every node of a site should give the same value: the
+    /// site's first placement leader decides.
+    #[arg(long)]
+    pub replicas_per_site: Option<usize>,
     /// When writes are acknowledged.
     #[arg(long, default_in_help = SYNC_DEFAULT)]
     pub sync: Option<SyncPolicy>,

@@ -17,9 +17,9 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, RaftLogReader, Vote};
 
 use super::flusher::{self, Append, Flusher};
-use super::{COMMITTED_KEY, PURGED_KEY, VOTE_KEY, entry_key, get_record, read_error, write_error};
+use super::{COMMITTED_KEY, PURGED_KEY, VOTE_KEY, entry_key, get_record, key, read_error, write_error};
 use crate::codec::{decode, encode};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::{Entry, LogId, Machine, NodeId, StorageError, TypeConfig};
 
 /// Entries read from storage per scan.
 const SCAN_PAGE_ENTRIES_MAX: usize = 1024;
@@ -31,10 +31,9 @@ const SCAN_PAGE_ENTRIES_MAX: usize = 1024;
 /// followers while its own fsync runs (openraft's `LogFlushed` callback says when they are on disk).
 /// Until then they are readable from memory (`pending`). Truncation and purging go through the same
 /// thread, after every earlier append, so a queued append can never bring back entries that were removed.
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<M: Machine> {
     storage: Arc<dyn Storage>,
-    state: Arc<Mutex<LogMemory>>,
+    state: Arc<Mutex<LogMemory<M>>>,
     /// `None`: inline, every write made in the calling task (for the deterministic simulation).
     flusher: Option<Arc<Flusher>>,
 }
@@ -46,22 +45,34 @@ struct LogBounds {
     last: Option<LogId>,
 }
 
-/// The log's state in memory, shared by its handles and the flusher thread.
-#[derive(Default)]
-pub(super) struct LogMemory {
-    bounds: LogBounds,
-    /// Appended entries not yet known to be on disk, by index.
-    pending: BTreeMap<u64, Entry>,
+// Derived, it would ask `M: Clone`.
+impl<M: Machine> Clone for LogStore<M> {
+    fn clone(&self) -> Self {
+        LogStore { storage: self.storage.clone(), state: self.state.clone(), flusher: self.flusher.clone() }
+    }
 }
 
-impl LogMemory {
+/// The log's state in memory, shared by its handles and the flusher thread.
+pub(super) struct LogMemory<M: Machine> {
+    bounds: LogBounds,
+    /// Appended entries not yet known to be on disk, by index.
+    pending: BTreeMap<u64, Entry<M>>,
+}
+
+impl<M: Machine> Default for LogMemory<M> {
+    fn default() -> Self {
+        LogMemory { bounds: LogBounds::default(), pending: BTreeMap::new() }
+    }
+}
+
+impl<M: Machine> LogMemory<M> {
     /// Makes `entries` readable (pending) and the last of them the log's last entry; returns the batch
     /// that writes them and their ids.
-    pub(super) fn stage(&mut self, entries: impl IntoIterator<Item = Entry>) -> (Batch, Vec<LogId>) {
+    pub(super) fn stage(&mut self, entries: impl IntoIterator<Item = Entry<M>>) -> (Batch, Vec<LogId>) {
         let mut batch = Batch::new();
         let mut ids = Vec::new();
         for entry in entries {
-            batch.put(Space::Raft, entry_key(entry.log_id.index), encode(&entry));
+            batch.put(Space::Raft, entry_key::<M>(entry.log_id.index), encode(&entry));
             ids.push(entry.log_id);
             self.bounds.last = Some(entry.log_id);
             self.pending.insert(entry.log_id.index, entry);
@@ -86,7 +97,7 @@ impl LogMemory {
     }
 }
 
-impl LogStore {
+impl<M: Machine> LogStore<M> {
     /// Opens the log in `storage`, finding its last entry, and starts its flusher thread (which ends when
     /// the last handle is dropped).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
@@ -96,15 +107,15 @@ impl LogStore {
     /// [`LogStore::open`]; with `inline`, no flusher thread: each write is made (and fsynced) in the
     /// calling task before `append` returns. For the deterministic simulation.
     pub fn open_with(storage: Arc<dyn Storage>, inline: bool) -> Result<Self, StorageError> {
-        let last_purged: Option<LogId> = get_record(storage.as_ref(), PURGED_KEY)?;
+        let last_purged: Option<LogId> = get_record(storage.as_ref(), &key::<M>(PURGED_KEY))?;
         let mut last = last_purged;
         let mut from = last_purged.map_or(0, |id| id.index + 1);
         loop {
             let page = storage
-                .scan(Space::Raft, &entry_key(from), &entry_key(u64::MAX), SCAN_PAGE_ENTRIES_MAX)
+                .scan(Space::Raft, &entry_key::<M>(from), &entry_key::<M>(u64::MAX), SCAN_PAGE_ENTRIES_MAX)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             let Some((_, bytes)) = page.last() else { break };
-            let entry: Entry = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+            let entry: Entry<M> = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
             last = Some(entry.log_id);
             from = entry.log_id.index + 1;
             if page.len() < SCAN_PAGE_ENTRIES_MAX {
@@ -119,7 +130,7 @@ impl LogStore {
         Ok(LogStore { storage, state, flusher: Some(Arc::new(flusher)) })
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, LogMemory> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, LogMemory<M>> {
         self.state.lock().expect("log memory lock poisoned")
     }
 
@@ -136,11 +147,11 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<M: Machine> RaftLogReader<TypeConfig<M>> for LogStore<M> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry<M>>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&start) => start,
             Bound::Excluded(&start) => start.saturating_add(1),
@@ -152,16 +163,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         // Entries not yet flushed first (they are the newest); storage for the rest.
-        let mut entries: BTreeMap<u64, Entry> =
+        let mut entries: BTreeMap<u64, Entry<M>> =
             self.memory().pending.range(start..end).map(|(index, entry)| (*index, entry.clone())).collect();
         let mut from = start;
         while from < end {
             let page = self
                 .storage
-                .scan(Space::Raft, &entry_key(from), &entry_key(end), SCAN_PAGE_ENTRIES_MAX)
+                .scan(Space::Raft, &entry_key::<M>(from), &entry_key::<M>(end), SCAN_PAGE_ENTRIES_MAX)
                 .map_err(|e| read_error(ErrorSubject::Logs, e))?;
             for (_, bytes) in &page {
-                let entry: Entry = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
+                let entry: Entry<M> = decode(bytes).map_err(|e| read_error(ErrorSubject::Logs, e))?;
                 from = entry.log_id.index + 1;
                 entries.entry(entry.log_id.index).or_insert(entry);
             }
@@ -173,10 +184,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<M: Machine> RaftLogStorage<TypeConfig<M>> for LogStore<M> {
+    type LogReader = LogStore<M>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig<M>>, StorageError> {
         let bounds = self.bounds();
         Ok(LogState { last_purged_log_id: bounds.last_purged, last_log_id: bounds.last.or(bounds.last_purged) })
     }
@@ -187,28 +198,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut batch = Batch::new();
-        batch.put(Space::Raft, VOTE_KEY.to_vec(), encode(vote));
+        batch.put(Space::Raft, key::<M>(VOTE_KEY), encode(vote));
         self.storage.write(batch, Durability::Sync).map_err(|e| write_error(ErrorSubject::Vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        get_record(self.storage.as_ref(), VOTE_KEY)
+        get_record(self.storage.as_ref(), &key::<M>(VOTE_KEY))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Only a hint for a faster restart (entries up to it are re-applied at once): no fsync needed.
         let mut batch = Batch::new();
-        batch.put(Space::Raft, COMMITTED_KEY.to_vec(), encode(&committed));
+        batch.put(Space::Raft, key::<M>(COMMITTED_KEY), encode(&committed));
         self.storage.write(batch, Durability::Buffered).map_err(|e| write_error(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(get_record::<Option<LogId>>(self.storage.as_ref(), COMMITTED_KEY)?.flatten())
+        Ok(get_record::<Option<LogId>>(self.storage.as_ref(), &key::<M>(COMMITTED_KEY))?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig<M>>) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + Send,
+        I: IntoIterator<Item = Entry<M>> + Send,
         I::IntoIter: Send,
     {
         let (batch, ids) = self.memory().stage(entries);
@@ -234,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let mut batch = Batch::new();
         for index in log_id.index..=last_index {
-            batch.delete(Space::Raft, entry_key(index));
+            batch.delete(Space::Raft, entry_key::<M>(index));
         }
         self.remove(batch)?;
         let previous = if log_id.index == 0 {
@@ -252,9 +263,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bounds = self.bounds();
         let first = bounds.last_purged.map_or(0, |id| id.index + 1);
         let mut batch = Batch::new();
-        batch.put(Space::Raft, PURGED_KEY.to_vec(), encode(&log_id));
+        batch.put(Space::Raft, key::<M>(PURGED_KEY), encode(&log_id));
         for index in first..=log_id.index {
-            batch.delete(Space::Raft, entry_key(index));
+            batch.delete(Space::Raft, entry_key::<M>(index));
         }
         self.remove(batch)?;
         let mut memory = self.memory();

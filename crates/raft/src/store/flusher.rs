@@ -18,7 +18,7 @@ use openraft::ErrorSubject;
 
 use super::log::LogMemory;
 use super::write_error;
-use crate::types::{LogId, StorageError};
+use crate::{LogId, Machine, StorageError};
 
 /// Log entries the flusher takes into one group, and so at most into one fsync, before it writes what it
 /// has. A removal counts as one entry. The append that reaches the bound stays in its group, so one
@@ -68,7 +68,10 @@ pub(super) struct Flusher {
 
 impl Flusher {
     /// Starts the flusher thread for the log in `storage` whose memory is `state`.
-    pub(super) fn start(storage: Arc<dyn Storage>, state: Arc<Mutex<LogMemory>>) -> Result<Self, StorageError> {
+    pub(super) fn start<M: Machine>(
+        storage: Arc<dyn Storage>,
+        state: Arc<Mutex<LogMemory<M>>>,
+    ) -> Result<Self, StorageError> {
         let (sender, jobs) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("geostore-raft-log".into())
@@ -112,14 +115,14 @@ impl Drop for Flusher {
 
 /// The flusher thread: takes the queued jobs in groups of up to [`FLUSH_BATCH_ENTRIES_MAX`] entries and
 /// writes each group in order, until the queue closes.
-fn flush_loop(storage: Arc<dyn Storage>, state: Arc<Mutex<LogMemory>>, jobs: mpsc::Receiver<FlushJob>) {
+fn flush_loop<M: Machine>(storage: Arc<dyn Storage>, state: Arc<Mutex<LogMemory<M>>>, jobs: mpsc::Receiver<FlushJob>) {
     group_commit::run(jobs, FLUSH_BATCH_ENTRIES_MAX, FlushJob::entries, |group| {
         write_group(storage.as_ref(), &state, group);
     });
 }
 
 /// Writes one group: each run of appends together (one fsync), and each removal on its own, in order.
-fn write_group(storage: &dyn Storage, state: &Mutex<LogMemory>, group: Vec<FlushJob>) {
+fn write_group<M: Machine>(storage: &dyn Storage, state: &Mutex<LogMemory<M>>, group: Vec<FlushJob>) {
     let mut run = Vec::new();
     for job in group {
         match job {
@@ -136,7 +139,7 @@ fn write_group(storage: &dyn Storage, state: &Mutex<LogMemory>, group: Vec<Flush
 
 /// Writes `run` with one fsync, then releases its entries from memory (if the write succeeded) and calls
 /// every append's callback with the result. Also the inline log's write path.
-pub(super) fn write_appends(storage: &dyn Storage, state: &Mutex<LogMemory>, mut run: Vec<Append>) {
+pub(super) fn write_appends<M: Machine>(storage: &dyn Storage, state: &Mutex<LogMemory<M>>, mut run: Vec<Append>) {
     if run.is_empty() {
         return;
     }
@@ -166,7 +169,10 @@ mod tests {
     use super::*;
     use crate::codec::decode;
     use crate::store::entry_key;
-    use crate::types::Entry;
+    use crate::testing::Counter;
+
+    type Entry = crate::Entry<Counter>;
+    type LogMemory = super::LogMemory<Counter>;
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
@@ -191,7 +197,7 @@ mod tests {
     fn stored_terms(storage: &dyn Storage, indexes: std::ops::RangeInclusive<u64>) -> Vec<Option<u64>> {
         indexes
             .map(|index| {
-                let bytes = storage.get(Space::Raft, &entry_key(index)).unwrap()?;
+                let bytes = storage.get(Space::Raft, &entry_key::<Counter>(index)).unwrap()?;
                 Some(decode::<Entry>(&bytes).unwrap().log_id.leader_id.term)
             })
             .collect()
@@ -212,7 +218,7 @@ mod tests {
         sender.send(FlushJob::Append(staged(&state, old, filler + 1, &results))).unwrap();
         let mut truncation = Batch::new();
         for index in filler + 2..=filler + 3 {
-            truncation.delete(Space::Raft, entry_key(index));
+            truncation.delete(Space::Raft, entry_key::<Counter>(index));
         }
         let (done, removed) = mpsc::channel();
         sender.send(FlushJob::Remove { batch: truncation, done }).unwrap();

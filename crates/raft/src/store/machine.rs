@@ -1,7 +1,6 @@
-//! The state machine openraft drives: applies committed entries to the [`MachineState`] held in
+//! The state machine openraft drives: applies committed entries to the [`Applied`] state held in
 //! [`Shared`], builds and installs snapshots, and stores the latest snapshot under `snapshot`.
 
-use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -10,57 +9,57 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::shared::{MachineState, Shared};
-use super::{SNAPSHOT_KEY, get_record, read_error, write_error};
+use super::shared::{Applied, Shared};
+use super::{SNAPSHOT_KEY, get_record, key, read_error, write_error};
 use crate::codec::{decode, encode};
-use crate::types::{Entry, LogId, Member, NodeId, Response, StorageError, TypeConfig};
+use crate::{Entry, LogId, Machine, Member, NodeId, Response, StorageError, TypeConfig};
 
-/// The state machine openraft drives.
-pub struct StateMachine {
+/// The state machine openraft drives for the group that replicates `M`.
+pub struct StateMachine<M: Machine> {
     storage: Arc<dyn Storage>,
-    shared: Arc<Shared>,
-    lock_delay_ms: u64,
+    shared: Arc<Shared<M>>,
+    local: M::Local,
 }
 
-/// A snapshot as stored: its metadata and the serialized [`MachineState`].
+/// A snapshot as stored: its metadata and the serialized [`Applied`] state.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Member>,
     data: Vec<u8>,
 }
 
-impl StateMachine {
-    /// Opens the state machine from the latest snapshot in `storage`, if any. `lock_delay_ms` is what this
-    /// member proposes as lock-delay when it leads.
-    pub fn open(storage: Arc<dyn Storage>, lock_delay_ms: u64) -> Result<Self, StorageError> {
-        let mut state = match get_record::<StoredSnapshot>(storage.as_ref(), SNAPSHOT_KEY)? {
-            Some(snapshot) => decode::<MachineState>(&snapshot.data)
+impl<M: Machine> StateMachine<M> {
+    /// Opens the state machine from the latest snapshot in `storage`, if any, giving the state this
+    /// node's `local` settings.
+    pub fn open(storage: Arc<dyn Storage>, local: M::Local) -> Result<Self, StorageError> {
+        let mut applied = match get_record::<StoredSnapshot>(storage.as_ref(), &key::<M>(SNAPSHOT_KEY))? {
+            Some(snapshot) => decode::<Applied<M>>(&snapshot.data)
                 .map_err(|e| read_error(ErrorSubject::Snapshot(Some(snapshot.meta.signature())), e))?,
-            None => MachineState::default(),
+            None => Applied::default(),
         };
-        state.table.set_lock_delay_ms(lock_delay_ms);
-        Ok(StateMachine { storage, shared: Shared::new(state), lock_delay_ms })
+        applied.state.localize(&local);
+        Ok(StateMachine { storage, shared: Shared::new(applied), local })
     }
 
     /// The applied state as the rest of the node reads and waits on it.
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<Shared<M>> {
         self.shared.clone()
     }
 
     /// Writes `stored` as the latest snapshot, with fsync.
     fn store_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let mut batch = Batch::new();
-        batch.put(Space::Raft, SNAPSHOT_KEY.to_vec(), encode(stored));
+        batch.put(Space::Raft, key::<M>(SNAPSHOT_KEY), encode(stored));
         self.storage
             .write(batch, Durability::Sync)
             .map_err(|e| write_error(ErrorSubject::Snapshot(Some(stored.meta.signature())), e))
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+impl<M: Machine> RaftSnapshotBuilder<TypeConfig<M>> for StateMachine<M> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<M>>, StorageError> {
         let (data, last_log_id, last_membership) =
-            self.shared.read(|state| (encode(state), state.last_applied, state.membership.clone()));
+            self.shared.read(|applied| (encode(applied), applied.last_applied, applied.membership.clone()));
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}", id.leader_id.term, id.index),
             None => "empty".to_string(),
@@ -71,43 +70,45 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = StateMachine;
+impl<M: Machine> RaftStateMachine<TypeConfig<M>> for StateMachine<M> {
+    type SnapshotBuilder = StateMachine<M>;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, Member>), StorageError> {
-        Ok(self.shared.read(|state| (state.last_applied, state.membership.clone())))
+        Ok(self.shared.read(|applied| (applied.last_applied, applied.membership.clone())))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response<M::Event>>, StorageError>
     where
-        I: IntoIterator<Item = Entry> + Send,
+        I: IntoIterator<Item = Entry<M>> + Send,
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let last_index = self.shared.update(|state| {
+        let last_index = self.shared.update(|applied| {
             for entry in entries {
                 let index = entry.log_id.index;
-                state.last_applied = Some(entry.log_id);
+                applied.last_applied = Some(entry.log_id);
                 let events = match entry.payload {
                     EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(membership) => {
-                        state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                         Vec::new()
                     }
-                    EntryPayload::Normal(request) => state.table.apply(index, request.0),
+                    EntryPayload::Normal(command) => applied.state.apply(index, command),
                 };
                 responses.push(Response { index, events });
             }
-            state.last_applied.map_or(0, |id| id.index)
+            applied.applied_index()
         });
         // Outside the state lock: waking a waiter may run its task at once.
-        self.shared.publish(responses.iter().flat_map(|response| &response.events));
+        for response in &responses {
+            self.shared.publish(&response.events);
+        }
         self.shared.announce_applied(last_index);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        StateMachine { storage: self.storage.clone(), shared: self.shared.clone(), lock_delay_ms: self.lock_delay_ms }
+        StateMachine { storage: self.storage.clone(), shared: self.shared.clone(), local: self.local.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -120,26 +121,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let mut state: MachineState =
+        let mut applied: Applied<M> =
             decode(&data).map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
-        state.table.set_lock_delay_ms(self.lock_delay_ms);
+        applied.state.localize(&self.local);
         self.store_snapshot(&StoredSnapshot { meta: meta.clone(), data })?;
-        let (names, last_index) = self.shared.update(|current| {
-            let names: BTreeSet<String> = current.table.names().chain(state.table.names()).cloned().collect();
-            *current = state;
-            (names, current.last_applied.map_or(0, |id| id.index))
+        let (events, last_index) = self.shared.update(|current| {
+            let events = current.state.replaced_by(&applied.state);
+            *current = applied;
+            (events, current.applied_index())
         });
-        // Every lock may have changed, and requests decided inside the snapshot are lost to their waiters
-        // here: they time out as unknown, and a retry with the same id gets the remembered outcome.
-        for name in names {
-            self.shared.announce_changed(name);
-        }
+        // What the machine says the replacement changed (for the lock group: every lock in either state;
+        // requests decided inside the snapshot are lost to their waiters here: they time out as unknown,
+        // and a retry with the same id gets the remembered outcome).
+        self.shared.publish(&events);
         self.shared.announce_applied(last_index);
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(stored) = get_record::<StoredSnapshot>(self.storage.as_ref(), SNAPSHOT_KEY)? else {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig<M>>>, StorageError> {
+        let Some(stored) = get_record::<StoredSnapshot>(self.storage.as_ref(), &key::<M>(SNAPSHOT_KEY))? else {
             return Ok(None);
         };
         Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))

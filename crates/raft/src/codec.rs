@@ -1,4 +1,4 @@
-//! How the lock group encodes what it stores (log entries, votes, snapshots) and what members send each
+//! How a Raft group encodes what it stores (log entries, votes, snapshots) and what members send each
 //! other: one format byte, then postcard (compact, and several times cheaper to encode and decode than
 //! JSON, which the Raft traffic of every lock operation pays for on every member).
 
@@ -10,13 +10,13 @@ pub const FORMAT_V1: u8 = 1;
 
 /// Bytes that are not a record of this format: empty, another format byte, or a body that does not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("lock group record: {0}")]
+#[error("raft record: {0}")]
 pub struct CodecError(String);
 
 /// `value` as a record: [`FORMAT_V1`], then postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut bytes = vec![FORMAT_V1];
-    bytes.extend(postcard::to_stdvec(value).expect("lock group records always serialize"));
+    bytes.extend(postcard::to_stdvec(value).expect("raft records always serialize"));
     bytes
 }
 

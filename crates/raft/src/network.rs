@@ -1,5 +1,6 @@
-//! The Raft transport: openraft's messages (encoded by [`crate::codec`]) inside the `geostore.v1.Raft` gRPC service, over one
-//! lazily connected HTTP/2 channel per member.
+//! The Raft transport: openraft's messages (encoded by [`crate::codec`]) inside the `geostore.v1.Raft` gRPC
+//! service, named by their group ([`crate::Machine::GROUP`]), over one lazily connected HTTP/2 channel per
+//! member.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::types::{Member, NodeId, TypeConfig};
+use crate::{Machine, Member, NodeId, TypeConfig};
 
 /// How long to wait for a TCP connection to another member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,9 +36,11 @@ pub fn lazy_channel(dialer: &Dialer, endpoint: &str) -> Result<Channel, tonic::t
     Ok(dialer.connect_lazy(endpoint, CONNECT_TIMEOUT))
 }
 
-/// Makes a [`MemberClient`] per member.
+/// Makes a [`MemberClient`] per member, for one group.
 #[derive(Clone, Default)]
 pub struct Network {
+    /// The group whose messages this network carries.
+    pub group: &'static str,
     /// Where this node reaches a member, if not at the endpoint in the membership: each node's own
     /// configuration says how it reaches the others (through a proxy, a NAT, another network).
     pub routes: Arc<HashMap<NodeId, String>>,
@@ -52,13 +55,14 @@ impl Network {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
+impl<M: Machine> RaftNetworkFactory<TypeConfig<M>> for Network {
     type Network = MemberClient;
 
     async fn new_client(&mut self, target: NodeId, member: &Member) -> MemberClient {
         let endpoint = self.route(target, member);
         let channel = lazy_channel(&self.dialer, &endpoint).ok();
         MemberClient {
+            group: self.group,
             target,
             member: Member { site: member.site.clone(), endpoint },
             channel,
@@ -68,8 +72,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// The Raft RPCs to one member.
+/// The Raft RPCs of one group to one member.
 pub struct MemberClient {
+    group: &'static str,
     target: NodeId,
     member: Member,
     /// `None` if the member's endpoint is not a valid URI: every call then fails as unreachable.
@@ -88,7 +93,7 @@ impl MemberClient {
     fn note_reachable(&mut self, reached: bool, error: impl std::fmt::Display) {
         if reached {
             if self.warned {
-                tracing::info!(member = self.target, site = %self.member.site, "lock group member reachable again");
+                tracing::info!(group = self.group, member = self.target, site = %self.member.site, "member reachable again");
             }
             self.unreachable_since = None;
             self.warned = false;
@@ -98,11 +103,13 @@ impl MemberClient {
         if !self.warned && since.elapsed() >= UNREACHABLE_WARN_AFTER {
             self.warned = true;
             tracing::warn!(
+                group = self.group,
                 member = self.target,
                 site = %self.member.site,
                 endpoint = %self.member.endpoint,
                 %error,
-                "lock group member unreachable for {}s",
+                "{} group member unreachable for {}s",
+                self.group,
                 since.elapsed().as_secs()
             );
         }
@@ -124,7 +131,7 @@ impl MemberClient {
             return Err(RPCError::Unreachable(Unreachable::new(&error)));
         };
         let payload = crate::codec::encode(request);
-        let mut request = tonic::Request::new(pb::RaftMessage { payload });
+        let mut request = tonic::Request::new(pb::RaftMessage { payload, group: self.group.to_string() });
         request.set_timeout(option.hard_ttl());
         let mut client = RaftClient::new(channel).max_decoding_message_size(usize::MAX);
         let reply = match method {
@@ -158,10 +165,10 @@ enum Method {
     InstallSnapshot,
 }
 
-impl RaftNetwork<TypeConfig> for MemberClient {
+impl<M: Machine> RaftNetwork<TypeConfig<M>> for MemberClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig<M>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         self.call(Method::AppendEntries, &rpc, &option).await
@@ -169,7 +176,7 @@ impl RaftNetwork<TypeConfig> for MemberClient {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<TypeConfig<M>>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         self.call(Method::InstallSnapshot, &rpc, &option).await
