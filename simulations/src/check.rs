@@ -461,6 +461,47 @@ mod tests {
         check(&facts).into_iter().map(|violation| violation.invariant).collect()
     }
 
+    /// A site's placement as a one-node site reports it: every partition on node `node`.
+    fn one_node_placement(node: u64, partitions: u32) -> geostore_proto::v1::PlacementStatus {
+        geostore_proto::v1::PlacementStatus {
+            version: 3,
+            replicas_per_site: 1,
+            partitions: (0..partitions)
+                .map(|partition| geostore_proto::v1::PartitionPlacement {
+                    partition,
+                    primary: node,
+                    replicas: vec![node],
+                    epoch: 1,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn placement_violations(placements: &[Option<geostore_proto::v1::PlacementStatus>]) -> Vec<String> {
+        let facts = Facts { ops: &[], final_values: None, diverged: &[], lossy: &[], placements, partitions: 4 };
+        check(&facts).into_iter().filter(|v| v.invariant == "placement-valid").map(|v| v.message).collect()
+    }
+
+    #[test]
+    fn placements_are_checked_for_creation_and_validity() {
+        let good: Vec<_> = (1..=3).map(|node| Some(one_node_placement(node, 4))).collect();
+        assert_eq!(placement_violations(&good), Vec::<String>::new());
+        let mut bad = good.clone();
+        bad[0] = None;
+        bad[1] = Some(geostore_proto::v1::PlacementStatus::default());
+        let mut wrong = one_node_placement(3, 4);
+        wrong.partitions[2].primary = 1;
+        wrong.partitions.pop();
+        bad[2] = Some(wrong);
+        let messages = placement_violations(&bad);
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert!(messages[0].contains("site 0: its node reported no placement"), "{messages:?}");
+        assert!(messages[1].contains("site 1: the placement map was never created"), "{messages:?}");
+        assert!(messages[2].contains("site 2: 3 partitions placed, not 4"), "{messages:?}");
+        assert!(messages[3].contains("site 2: partition 2"), "{messages:?}");
+    }
+
     #[test]
     fn a_read_that_names_the_wrong_writer_site_is_a_violation() {
         let put = Op { call: Call::Put { key: "own/a0/0".into(), value: "v1".into() }, site: 0, ..causal_read(None) };

@@ -125,6 +125,11 @@ pub fn free_port() -> u16 {
 }
 
 impl NodeProcess {
+    /// The node's process id (for its CPU time in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a node on 127.0.0.1 port 0 with its data in `data_dir`, plus `extra_args`.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> NodeProcess {
         Self::start_at(data_dir, "127.0.0.1:0", extra_args)

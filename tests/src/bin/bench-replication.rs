@@ -7,9 +7,15 @@
 //! 2. Convergence: site c is cut off from a and b for a while, both sides write distinct keys, then the
 //!    links heal; the time until every puller has merged its peer's whole log is reported.
 //!
+//! Also the nodes' CPU time (user + system, from /proc): idle for `--idle-seconds` before the writes
+//! (what the background tasks cost: anti-entropy, trimming, collection, which grow with the partition
+//! count), and per write of the steady phase, summed over the three nodes (the origin's write and the two
+//! merges).
+//!
 //! Usage: bench-replication [--rtt-ms 80] [--rate 10000] [--seconds 10] [--partition-seconds 60]
-//!        [--partition-keys 100000] [--partitions 64]   (run through scripts/bench-replication, which
-//!        builds first; --partitions is the nodes' partition count, to measure what more partitions cost)
+//!        [--partition-keys 100000] [--partitions 64] [--idle-seconds 10]   (run through
+//!        scripts/bench-replication, which builds first; --partitions is the nodes' partition count, to
+//!        measure what more partitions cost)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +35,7 @@ struct Options {
     partition_seconds: u64,
     partition_keys: u64,
     partitions: u64,
+    idle_seconds: u64,
 }
 
 fn options() -> Options {
@@ -39,6 +46,7 @@ fn options() -> Options {
         partition_seconds: 60,
         partition_keys: 100_000,
         partitions: 64,
+        idle_seconds: 10,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -50,6 +58,7 @@ fn options() -> Options {
             "--partition-seconds" => options.partition_seconds = value,
             "--partition-keys" => options.partition_keys = value,
             "--partitions" => options.partitions = value,
+            "--idle-seconds" => options.idle_seconds = value,
             other => panic!("unknown option {other}"),
         }
     }
@@ -132,6 +141,22 @@ fn quantile(histogram: &[(f64, f64)], q: f64) -> f64 {
     previous.0
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the node's /proc stat");
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are
+    // the 14th and 15th fields of the line, the 12th and 13th after the name.
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf runs");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK is a number")
+}
+
 /// Waits until `client`'s site has seen every write named by `tokens`.
 async fn wait_for_tokens(client: &Client, tokens: &BTreeMap<u32, pb::CausalToken>) {
     for token in tokens.values() {
@@ -165,12 +190,36 @@ async fn main() {
         options.rtt_ms, options.partitions
     );
 
+    let cpu = || nodes.iter().map(|node| cpu_seconds(node.pid())).collect::<Vec<f64>>();
+    let spent = |before: &[f64], after: &[f64]| after.iter().zip(before).map(|(a, b)| a - b).collect::<Vec<f64>>();
+
+    // 0. Idle: what the background tasks cost.
+    let before_idle = cpu();
+    tokio::time::sleep(Duration::from_secs(options.idle_seconds)).await;
+    let idle = spent(&before_idle, &cpu());
+    println!(
+        "idle: node CPU over {} s: {} (percent of one core: {:.2})",
+        options.idle_seconds,
+        idle.iter().map(|s| format!("{s:.2} s")).collect::<Vec<_>>().join(", "),
+        idle.iter().sum::<f64>() / options.idle_seconds.max(1) as f64 * 100.0 / 3.0
+    );
+
     // 1. Lag at a steady rate.
     let before: Vec<_> = nodes[1..].iter().map(|n| lag_histogram(n.http.as_deref().unwrap())).collect();
+    let before_cpu = cpu();
     let started = Instant::now();
     write_at_rate(&clients[0], "steady", options.rate * options.seconds, options.rate).await;
     let achieved = (options.rate * options.seconds) as f64 / started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let steady = spent(&before_cpu, &cpu());
+    println!(
+        "steady: node CPU per write, summed over the three nodes: {:.1} us (a {:.2} s, b {:.2} s, c {:.2} s for {} writes; includes 2 s of settling)",
+        steady.iter().sum::<f64>() * 1e6 / (options.rate * options.seconds) as f64,
+        steady[0],
+        steady[1],
+        steady[2],
+        options.rate * options.seconds
+    );
     for (node, before) in nodes[1..].iter().zip(&before) {
         let histogram = since(&lag_histogram(node.http.as_deref().unwrap()), before);
         println!(
