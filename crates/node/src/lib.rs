@@ -180,8 +180,15 @@ pub async fn run_with(
             placement_config.group.dialer = dialer.clone();
             let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
             Some(
-                placement::PlacementGroup::start(placement_config, storage.clone(), clock, stop.clone(), &background)
-                    .await?,
+                placement::PlacementGroup::start(
+                    placement_config,
+                    storage.clone(),
+                    clock,
+                    &metrics.registry,
+                    stop.clone(),
+                    &background,
+                )
+                .await?,
             )
         }
         None => None,

@@ -20,6 +20,7 @@ use geostore_raft::{GroupConfig, LeaseClock, Machine, NodeId, RaftGroup};
 use geostore_runtime::Backoff;
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker};
 use geostore_storage::Storage;
+use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 
 /// The placement group's name in messages between members.
@@ -165,6 +166,7 @@ impl PlacementGroup {
         config: PlacementConfig,
         storage: Arc<dyn Storage>,
         clock: LeaseClock,
+        registry: &prometheus::Registry,
         stop: CancellationToken,
         tasks: &TaskTracker,
     ) -> anyhow::Result<Arc<PlacementGroup>> {
@@ -175,7 +177,7 @@ impl PlacementGroup {
             replicas_per_site: config.replicas_per_site,
         };
         let group = RaftGroup::start(config.group, (), storage, clock).await?;
-        tasks.spawn(leader_loop(group.clone(), create, stop));
+        tasks.spawn(leader_loop(group.clone(), create, PlacementMetrics::new(registry), stop));
         Ok(Arc::new(PlacementGroup { group }))
     }
 
@@ -241,14 +243,46 @@ impl PlacementGroup {
     }
 }
 
-/// While this node leads the placement group: create the map if there is none (retried until it is,
-/// or until the leadership moves on).
-async fn leader_loop(group: Arc<RaftGroup<PlacementState>>, create: PlacementCommand, stop: CancellationToken) {
+/// The placement group's Prometheus metrics.
+struct PlacementMetrics {
+    /// The version of the map this node has applied (0 before it is created).
+    version: IntGauge,
+    /// 1 while this node leads its site's placement group.
+    leader: IntGauge,
+}
+
+impl PlacementMetrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let version =
+            IntGauge::new("geostore_placement_version", "The version of the site's placement map applied here")
+                .expect("valid metric");
+        let leader = IntGauge::new("geostore_placement_leader", "1 while this node leads its site's placement group")
+            .expect("valid metric");
+        for gauge in [&version, &leader] {
+            // Registering twice only happens if two groups share a registry; keep the first.
+            let _ = registry.register(Box::new(gauge.clone()));
+        }
+        PlacementMetrics { version, leader }
+    }
+}
+
+/// Keeps the metrics current (openraft's metrics change with every applied entry and every change of
+/// role) and, while this node leads the placement group, creates the map if there is none (retried until
+/// it is, or until the leadership moves on).
+async fn leader_loop(
+    group: Arc<RaftGroup<PlacementState>>,
+    create: PlacementCommand,
+    gauges: PlacementMetrics,
+    stop: CancellationToken,
+) {
     let mut metrics = group.raft().metrics();
     loop {
         metrics.mark_unchanged();
         let leading = group.is_leader();
-        let created = group.shared().read(|applied| applied.state.map.is_some());
+        let version = group.shared().read(|applied| applied.state.map.as_ref().map(|map| map.version));
+        gauges.leader.set(i64::from(leading));
+        gauges.version.set(i64::try_from(version.unwrap_or(0)).unwrap_or(i64::MAX));
+        let created = version.is_some();
         if leading && !created {
             let mut backoff = Backoff::new(CREATE_RETRY_FIRST, CREATE_RETRY_MAX);
             while group.is_leader() && !stop.is_cancelled() {
