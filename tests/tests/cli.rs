@@ -244,9 +244,16 @@ fn dev_runs_three_replicating_sites_and_keeps_their_data() {
     let partitions = placement["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 64, "{status}");
     assert!(partitions.iter().all(|p| p["primary"] == 2 && p["replicas"] == serde_json::json!([2]) && p["epoch"] == 1));
-    let node = &status["nodes"][0];
-    assert_eq!((node["id"].as_u64(), node["site"].as_str(), node["up"].as_bool()), (Some(2), Some("dc1"), Some(true)));
-    assert_eq!((node["partitions"].as_array().unwrap().len(), node["primaries"].as_array().unwrap().len()), (64, 64));
+    // Every member, each as it says of itself: one node per site, holding all 64 partitions of its site.
+    let nodes = status["nodes"].as_array().unwrap();
+    let listed: Vec<(u64, &str, bool)> =
+        nodes.iter().map(|n| (n["id"].as_u64().unwrap(), n["site"].as_str().unwrap(), n["up"] == true)).collect();
+    assert_eq!(listed, [(1, "dc0", true), (2, "dc1", true), (3, "dc2", true)], "{status}");
+    for node in nodes {
+        assert_eq!(node["endpoint"], endpoint(node["id"].as_u64().unwrap() as u16 - 1), "{status}");
+        let held = (node["partitions"].as_array().map(Vec::len), node["primaries"].as_array().map(Vec::len));
+        assert_eq!(held, (Some(64), Some(64)), "{status}");
+    }
     let version = placement["version"].clone();
 
     let _ = std::process::Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status();

@@ -50,6 +50,16 @@ async fn every_site_creates_its_placement_map_and_keeps_it_across_sigkill() {
     }
 
     nodes[0].kill_9();
+    // The CLI lists the killed member as down, its holdings unknown; the others as they say.
+    let (code, stdout, stderr) = geostore(&["status", "--endpoint", &nodes[1].endpoint, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let listed = status["nodes"].as_array().unwrap();
+    assert_eq!((listed[0]["id"].as_u64(), listed[0]["up"].as_bool()), (Some(1), Some(false)), "{status}");
+    assert!(listed[0]["partitions"].is_null() && listed[0]["primaries"].is_null(), "{status}");
+    assert!(listed[1..].iter().all(|node| node["up"] == true && node["partitions"].as_array().unwrap().len() == 64));
+    let (_, human, _) = geostore(&["status", "--endpoint", &nodes[1].endpoint]);
+    assert!(human.contains("nodes: a 0 of 1 up, b 1 of 1 up, c 1 of 1 up"), "{human}");
     nodes[0].restart();
     let placement = created_placement(&nodes[0]).await;
     assert_eq!(placement.version, versions[0], "the map is the one created before the crash");

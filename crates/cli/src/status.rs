@@ -1,8 +1,9 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use geostore_client::Client;
-use serde_json::json;
+use geostore_client::{Client, pb};
+use serde_json::{Value, json};
 
 use crate::kv::ClientArgs;
 
@@ -10,6 +11,58 @@ use crate::kv::ClientArgs;
 pub struct StatusArgs {
     #[command(flatten)]
     client: ClientArgs,
+}
+
+/// How long `status` waits for another member's own status before it reports the member as down.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one node says of itself in its site's placement: its partitions and primaries.
+fn own_placement(status: &pb::StatusResponse, id: u64) -> Option<&pb::NodePlacement> {
+    status.placement.as_ref()?.nodes.iter().find(|node| node.id == id)
+}
+
+/// One member as `status --json` lists it: `up` is whether it answered its own status (this node is up),
+/// and its partitions and primaries are those its site's placement map gives it (`null` if unknown).
+fn node_json(member: &pb::GroupMember, answered: Option<&pb::StatusResponse>) -> Value {
+    let placed = answered.and_then(|status| own_placement(status, member.id));
+    json!({
+        "id": member.id,
+        "site": member.site,
+        "endpoint": member.endpoint,
+        "up": answered.is_some(),
+        "partitions": placed.map(|node| node.partitions.clone()),
+        "primaries": placed.map(|node| node.primaries.clone()),
+    })
+}
+
+/// Every member of the cluster (the lock group's membership names them all), the others asked for their
+/// own status all at once; without a lock group, this node alone.
+async fn nodes_json(status: &pb::StatusResponse, endpoint: Option<&str>) -> Vec<Value> {
+    let Some(group) = &status.lock_group else {
+        return vec![json!({"site": status.site, "endpoint": endpoint})];
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    let mut nodes = Vec::new();
+    for member in &group.members {
+        if member.id == group.id {
+            nodes.push(node_json(member, Some(status)));
+            continue;
+        }
+        let member = member.clone();
+        asks.spawn(async move {
+            let ask = async {
+                let client = Client::connect(&[member.endpoint.as_str()]).await.ok()?;
+                client.status().await.ok()
+            };
+            let answered = tokio::time::timeout(MEMBER_STATUS_TIMEOUT, ask).await.ok().flatten();
+            node_json(&member, answered.as_ref())
+        });
+    }
+    while let Some(node) = asks.join_next().await {
+        nodes.extend(node.ok());
+    }
+    nodes.sort_by_key(|node| node["id"].as_u64());
+    nodes
 }
 
 /// `geostore status`: the cluster as the node at the endpoint sees it.
@@ -55,29 +108,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
             })).collect::<Vec<_>>(),
         })
     });
-    // This site's nodes as its placement map has them; without a placement group, this node alone.
-    let nodes: Vec<_> = match &placement {
-        Some(placement) if !placement.nodes.is_empty() => {
-            let this = placement.group.as_ref().map_or(0, |group| group.id);
-            placement
-                .nodes
-                .iter()
-                .map(|node| {
-                    json!({
-                        "id": node.id,
-                        "site": status.site,
-                        "endpoint": node.endpoint,
-                        // Only this node's own state is known here so far; other nodes of the site are
-                        // `null` until the placement group tracks them.
-                        "up": if node.id == this { Some(true) } else { None },
-                        "partitions": node.partitions,
-                        "primaries": node.primaries,
-                    })
-                })
-                .collect()
-        }
-        _ => vec![json!({"site": status.site, "endpoint": args.client.endpoints.first()})],
-    };
+    let nodes = nodes_json(&status, args.client.endpoints.first().map(String::as_str)).await;
     if json {
         let peers: Vec<_> = status
             .peers
@@ -139,6 +170,18 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 peer.records_applied,
                 peer.last_error
             );
+        }
+        if status.lock_group.is_some() {
+            // Per site: how many of its members answered their own status.
+            let mut sites: std::collections::BTreeMap<&str, (usize, usize)> = std::collections::BTreeMap::new();
+            for node in &nodes {
+                let counts = sites.entry(node["site"].as_str().unwrap_or("?")).or_default();
+                counts.1 += 1;
+                counts.0 += usize::from(node["up"].as_bool().unwrap_or(false));
+            }
+            let summary: Vec<String> =
+                sites.iter().map(|(site, (up, all))| format!("{site} {up} of {all} up")).collect();
+            println!("nodes: {}", summary.join(", "));
         }
         match &group {
             Some(group) => {
