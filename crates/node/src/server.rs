@@ -49,14 +49,15 @@ impl KvService {
         reply
     }
 
-    /// Reads a key, first waiting for the write named by `after` if there is one.
-    async fn read(
+    /// Reads a key with `reader`, first waiting for the write named by `after` if there is one.
+    async fn read<T>(
         &self,
         method: &'static str,
         key: &[u8],
         after: Option<pb::CausalToken>,
         wait_ms: Option<i64>,
-    ) -> Result<Lookup, Status> {
+        reader: impl FnOnce(&Store, &[u8]) -> Result<T, ReadError>,
+    ) -> Result<T, Status> {
         // A read changes nothing, whatever happens: every error is `failed`.
         let status = |error: ReadError| {
             let message = format!("{method} {}: {error}", show_key(key));
@@ -96,7 +97,7 @@ impl KvService {
             let token = CausalToken { site: token.site, partition, sequence: token.sequence };
             self.store.wait_for(&token, wait).await.map_err(status)?;
         }
-        self.store.lookup(key).map_err(status)
+        reader(&self.store, key).map_err(status)
     }
 }
 
@@ -240,7 +241,7 @@ impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let request = request.into_inner();
         let key = request.key;
-        let reply = self.read("Get", &key, request.after, request.wait_ms).await.map(|lookup| {
+        let reply = self.read("Get", &key, request.after, request.wait_ms, Store::lookup).await.map(|lookup| {
             Response::new(match lookup {
                 Lookup::Found { read, site, lock } => found_response(read, site, lock),
                 Lookup::Absent(absence) => absent_response(absence),
@@ -284,22 +285,18 @@ impl Kv for KvService {
     ) -> Result<Response<pb::SetMembersResponse>, Status> {
         let request = request.into_inner();
         let key = request.key;
-        let reply = self.read("SetMembers", &key, request.after, request.wait_ms).await.and_then(|lookup| {
-            let value = match lookup {
-                Lookup::Found { read, .. } => Some(read.value),
-                Lookup::Absent(_) => None,
-            };
-            match value {
-                None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
-                Some(Value::Set(members)) => {
-                    Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
-                }
-                Some(other) => Err(failed(
-                    Code::FailedPrecondition,
-                    Reason::TypeMismatch { holds: other.kind().name().into(), needs: Kind::Set.name().into() },
-                    format!("SetMembers {}: the key holds a {}; SetMembers needs a set", show_key(&key), other.kind()),
-                )),
+        // The value alone: not the winning write's site and lock, which `Store::lookup` reads besides.
+        let read = self.read("SetMembers", &key, request.after, request.wait_ms, Store::get).await;
+        let reply = read.and_then(|read| match read.map(|read| read.value) {
+            None => Ok(pb::SetMembersResponse { found: false, members: Vec::new() }),
+            Some(Value::Set(members)) => {
+                Ok(pb::SetMembersResponse { found: true, members: members.into_iter().collect() })
             }
+            Some(other) => Err(failed(
+                Code::FailedPrecondition,
+                Reason::TypeMismatch { holds: other.kind().name().into(), needs: Kind::Set.name().into() },
+                format!("SetMembers {}: the key holds a {}; SetMembers needs a set", show_key(&key), other.kind()),
+            )),
         });
         self.count("SetMembers", reply).map(Response::new)
     }
