@@ -153,10 +153,11 @@ pub async fn run_with(
         &background,
     );
     background.spawn(trim_logs(store.clone(), config.log_trim_interval, stop.clone()));
+    // The leaders' clock of both Raft groups (lease and wait deadlines are stamped with it).
+    let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
     let lock_group = match config.lock_group.clone() {
         Some(mut group_config) => {
             group_config.group.dialer = dialer.clone();
-            let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
             let group = geostore_lockgroup::LockGroup::start(
                 group_config,
                 storage.clone(),
@@ -178,7 +179,6 @@ pub async fn run_with(
     let placement = match config.placement.clone() {
         Some(mut placement_config) => {
             placement_config.group.dialer = dialer.clone();
-            let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
             Some(
                 placement::PlacementGroup::start(
                     placement_config,
