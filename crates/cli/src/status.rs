@@ -77,8 +77,8 @@ pub async fn run(args: StatusArgs) -> ExitCode {
         Err(error) => return crate::kv::report_error(&error, json),
     };
     // `None` if the node is not in a lock group.
-    let group = status.lock_group.clone();
-    let group_json = group.as_ref().map(|group| {
+    let group = status.lock_group.as_ref();
+    let group_json = group.map(|group| {
         json!({
             "id": group.id,
             "state": group.state,
@@ -94,15 +94,15 @@ pub async fn run(args: StatusArgs) -> ExitCode {
         })
     });
     // `None` if the node runs no placement group (configured without member ids).
-    let placement = status.placement.clone();
-    let placement_json = placement.as_ref().map(|placement| {
-        let group = placement.group.clone().unwrap_or_default();
+    let placement = status.placement.as_ref();
+    let placement_json = placement.map(|placement| {
+        let group = placement.group.as_ref();
         json!({
             "version": placement.version,
             "replicas_per_site": placement.replicas_per_site,
-            "leader": group.leader,
-            "term": group.term,
-            "state": group.state,
+            "leader": group.map_or(0, |group| group.leader),
+            "term": group.map_or(0, |group| group.term),
+            "state": group.map_or("", |group| group.state.as_str()),
             "partitions": placement.partitions.iter().map(|p| json!({
                 "partition": p.partition, "primary": p.primary, "replicas": p.replicas, "epoch": p.epoch,
             })).collect::<Vec<_>>(),
@@ -183,7 +183,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
                 sites.iter().map(|(site, (up, all))| format!("{site} {up} of {all} up")).collect();
             println!("nodes: {}", summary.join(", "));
         }
-        match &group {
+        match group {
             Some(group) => {
                 println!(
                     "lock group: member {} is {}, leader {}, term {}, log {} (applied {})",
@@ -210,7 +210,7 @@ pub async fn run(args: StatusArgs) -> ExitCode {
             }
             None => println!("lock group: none (this node is not a member)"),
         }
-        match &placement {
+        match placement {
             Some(placement) if placement.version == 0 => {
                 println!("placement: not created yet (the site's placement group has no map)");
             }

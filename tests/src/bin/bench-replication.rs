@@ -141,15 +141,16 @@ fn quantile(histogram: &[(f64, f64)], q: f64) -> f64 {
     previous.0
 }
 
-/// CPU seconds (user + system) process `pid` has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds (user + system) process `pid` has used so far, on a system of `ticks_per_second` clock
+/// ticks (`CLK_TCK`).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the node's /proc stat");
     // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are
     // the 14th and 15th fields of the line, the 12th and 13th after the name.
     let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_second()
+    ticks / ticks_per_second
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -190,7 +191,8 @@ async fn main() {
         options.rtt_ms, options.partitions
     );
 
-    let cpu = || nodes.iter().map(|node| cpu_seconds(node.pid())).collect::<Vec<f64>>();
+    let ticks_per_second = clock_ticks_per_second();
+    let cpu = || nodes.iter().map(|node| cpu_seconds(node.pid(), ticks_per_second)).collect::<Vec<f64>>();
     let spent = |before: &[f64], after: &[f64]| after.iter().zip(before).map(|(a, b)| a - b).collect::<Vec<f64>>();
 
     // 0. Idle: what the background tasks cost.
