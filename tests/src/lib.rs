@@ -148,7 +148,8 @@ impl NodeProcess {
             .arg(&data_dir)
             .args(["--listen", &listen])
             .args(&extra_args)
-            .env("GEOSTORE_LOG", "warn,openraft=off")
+            // GEOSTORE_TEST_LOG (a GEOSTORE_LOG filter) shows more of what the nodes do while debugging a test.
+            .env("GEOSTORE_LOG", std::env::var("GEOSTORE_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -19,7 +19,7 @@ async fn trimmed_partitions(endpoint: &str, site: &str, partitions: usize) -> Re
     let mut client = geostore_proto::v1::replication_client::ReplicationClient::connect(endpoint.to_string())
         .await
         .map_err(|e| e.to_string())?;
-    let request = pb::PullRequest { site: site.to_string(), cursors: vec![0; partitions] };
+    let request = pb::PullRequest { site: site.to_string(), cursors: vec![0; partitions], ..Default::default() };
     let mut stream = client.pull(request).await.map_err(|e| e.to_string())?.into_inner();
     let mut trimmed: Vec<Option<bool>> = vec![None; partitions];
     while trimmed.iter().any(Option::is_none) {

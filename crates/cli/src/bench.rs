@@ -46,6 +46,10 @@ pub struct KvBenchArgs {
     /// Phases to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "put,get,incr")]
     ops: Vec<BenchOp>,
+    /// Spread the clients over the endpoints given (client i tries endpoint i mod n first), instead of
+    /// all connecting to the first that answers: for a site of several nodes.
+    #[arg(long)]
+    spread: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -75,8 +79,13 @@ pub async fn run(command: BenchCommand) -> ExitCode {
         return ExitCode::from(crate::EXIT_FAILED);
     }
     let mut clients = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        match Client::connect(&args.client.endpoints).await {
+    for index in 0..args.clients {
+        let mut endpoints = args.client.endpoints.clone();
+        if args.spread && !endpoints.is_empty() {
+            let first = index % endpoints.len();
+            endpoints.rotate_left(first);
+        }
+        match Client::connect(&endpoints).await {
             Ok(client) => clients.push(client),
             Err(error) => return crate::kv::report_error(&error, args.client.json),
         }

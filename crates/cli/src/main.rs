@@ -26,7 +26,9 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(Box<node::NodeArgs>),
-    /// Run a three-site cluster on this machine (one node per site), data kept between runs.
+    /// Run a three-site cluster on this machine (one node per site, or --nodes-per-site K), data kept
+    /// between runs. A flag given twice takes the last value (scripts/run passes --dir first).
+    #[command(args_override_self = true)]
     Dev(dev::DevArgs),
     /// Read and write keys.
     Kv(kv::KvArgs),

@@ -61,6 +61,7 @@ impl Cluster for ClusterService {
         let mut sites: Vec<String> =
             std::iter::once(identity.site.clone()).chain(peers.iter().map(|p| p.site.clone())).collect();
         sites.sort();
+        sites.dedup();
         Ok(Response::new(pb::StatusResponse {
             site: identity.site.clone(),
             replica_id: identity.replica.0,

@@ -5,11 +5,13 @@
 
 pub mod cluster;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod placement;
 pub mod replication;
+pub mod routing;
 pub mod server;
 pub mod store;
 pub mod topology;
@@ -81,6 +83,9 @@ fn wall_clock(offset_ms: i64) -> Arc<dyn geostore_model::WallClock> {
     Arc::new(geostore_model::OffsetWallClock { inner: Arc::new(SystemWallClock), offset_ms })
 }
 
+/// How long a stopping node waits for its clients' connections to close before it closes them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bytes a gRPC request may have beyond the largest value, for keys, members and framing.
 const REQUEST_OVERHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
 
@@ -144,14 +149,6 @@ pub async fn run_with(
             stop.cancel();
         }
     };
-    let peer_states = replication::start(
-        store.clone(),
-        config.peers.clone(),
-        dialer.clone(),
-        config.anti_entropy_interval,
-        &stop,
-        &background,
-    );
     background.spawn(trim_logs(store.clone(), config.log_trim_interval, stop.clone()));
     // The leaders' clock of both Raft groups (lease and wait deadlines are stamped with it).
     let clock = geostore_lockgroup::LeaseClock::new(u64::try_from(wall.now_unix_ms()).unwrap_or(0));
@@ -193,14 +190,63 @@ pub async fn run_with(
         }
         None => None,
     };
-    let acks = replication::Acks::default();
-    background.spawn(collect_garbage(
+    // Where each partition of the site lives, once this node is in a placement group: the store takes
+    // local writes only for the partitions it leads, followers copy their primaries' logs, and the KV
+    // front end forwards the rest.
+    let routing = match (&placement, &config.lock_group) {
+        (Some(placement), Some(lock_group)) => {
+            let endpoints = lock_group
+                .group
+                .members
+                .iter()
+                .filter(|member| member.member.site == config.store.site)
+                .map(|member| (member.id, member.member.endpoint.clone()))
+                .collect();
+            let routing = Arc::new(routing::Routing::new(
+                lock_group.group.id,
+                config.store.site.clone(),
+                endpoints,
+                placement.clone(),
+            ));
+            let source = routing.clone();
+            store.set_role_source(Arc::new(move |partition| source.role(partition)));
+            Some(routing)
+        }
+        _ => None,
+    };
+    let confirmations = Arc::new(replication::intra::Confirmations::default());
+    if let Some(routing) = &routing {
+        replication::intra::start_followers(store.clone(), routing.clone(), dialer.clone(), &stop, &background);
+    }
+    let peer_states = replication::start(
         store.clone(),
         config.peers.clone(),
-        acks.clone(),
-        config.gc_interval,
-        stop.clone(),
-    ));
+        routing.clone(),
+        dialer.clone(),
+        config.anti_entropy_interval,
+        &stop,
+        &background,
+    );
+    let acks = replication::Acks::default();
+    // Tombstone collection needs every replica of every site to have a tombstone; with several nodes
+    // in a site that is not tracked yet (the scale-out work's next steps), so nothing is collected.
+    let several_nodes_in_a_site = config.lock_group.as_ref().is_some_and(|group| {
+        let members = &group.group.members;
+        members.iter().any(|member| members.iter().filter(|other| other.member.site == member.member.site).count() > 1)
+    });
+    if several_nodes_in_a_site {
+        tracing::info!(
+            "a site has several nodes: tombstones are kept (collection needs every replica's acknowledgement, not tracked yet)"
+        );
+    } else {
+        background.spawn(collect_garbage(
+            store.clone(),
+            config.peers.clone(),
+            acks.clone(),
+            config.gc_interval,
+            stop.clone(),
+        ));
+    }
     if let Some(listener) = http_listener {
         let metrics = metrics.clone();
         let stopped = stop.clone().cancelled_owned();
@@ -214,17 +260,27 @@ pub async fn run_with(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(geostore_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let forwarding = routing
+        .as_ref()
+        .map(|routing| Arc::new(forward::Forwarding::new(routing.clone(), confirmations.clone(), dialer.clone())));
     let kv = geostore_proto::v1::kv_server::KvServer::new(server::KvService::new(
         store.clone(),
         metrics.clone(),
         config.causal_wait_max,
+        forwarding,
     ))
     .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX);
-    let replication = geostore_proto::v1::replication_server::ReplicationServer::new(
-        replication::ReplicationService::new(store.clone(), acks, stop.clone(), background.clone()),
-    )
-    .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
-    .max_encoding_message_size(usize::MAX);
+    let replication =
+        geostore_proto::v1::replication_server::ReplicationServer::new(replication::ReplicationService::new(
+            store.clone(),
+            acks,
+            routing.clone(),
+            confirmations,
+            stop.clone(),
+            background.clone(),
+        ))
+        .max_decoding_message_size(config.store.limits.value_bytes_max + REQUEST_OVERHEAD_BYTES_MAX)
+        .max_encoding_message_size(usize::MAX);
     let cluster = geostore_proto::v1::cluster_server::ClusterServer::new(cluster::ClusterService::new(
         store.clone(),
         peer_states,
@@ -256,23 +312,42 @@ pub async fn run_with(
         .add_service(cluster)
         .add_optional_service(lock)
         .add_optional_service(raft);
-    match listener {
-        Listener::Tcp(listener) => {
-            // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+    let served = async move {
+        match listener {
+            Listener::Tcp(listener) => {
+                // Without TCP_NODELAY, small replies wait for the client's delayed ACK (about 40 ms on Linux).
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            Listener::Stream(incoming) => router.serve_with_incoming_shutdown(incoming, shutdown).await,
         }
-        Listener::Stream(incoming) => router.serve_with_incoming_shutdown(incoming, shutdown).await?,
+    };
+    // A graceful shutdown waits for every connection to close, and HTTP/2 closes one only once its client
+    // has answered the goodbye: a client that never does (stuck, or gone without a FIN) would hold the
+    // node up forever. After the grace period the connections left are dropped.
+    let grace = {
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        served = served => served?,
+        _ = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected after the shutdown grace period: closing their connections"),
     }
 
+    tracing::debug!("gRPC server stopped");
     if let Some(group) = &lock_group {
         group.shutdown().await;
     }
     if let Some(group) = &placement {
         group.shutdown().await;
     }
+    tracing::debug!("Raft groups stopped");
     background.close();
     background.wait().await;
+    tracing::debug!("background tasks stopped");
     store.blocking(|store| store.close()).await.and_then(|closed| closed)?;
     tracing::info!("node stopped");
     Ok(())

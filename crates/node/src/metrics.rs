@@ -156,7 +156,7 @@ impl Metrics {
             Err(WriteError::Rejected(
                 OpError::TypeMismatch { .. } | OpError::CounterOverflow { .. } | OpError::NotFound,
             )) => "rejected",
-            Err(WriteError::Unavailable(_)) => "unavailable",
+            Err(WriteError::Unavailable(_) | WriteError::NotPrimary { .. }) => "unavailable",
             Err(WriteError::Unknown(_)) => "unknown",
             Err(WriteError::Fenced { .. }) => "fenced",
         };

@@ -2,8 +2,9 @@
 //! group. One builder for every place that starts a cluster (`geostore dev`, the simulation harness, the
 //! process tests), so that they cannot disagree on how a mesh is wired.
 //!
-//! Today a site is one node: every node pulls from the node of every other site, and every node is a
-//! voting member of the cross-site lock group, with lock-group id = its position + 1. A node is told its
+//! A site has one node or several ([`Topology::nodes_per_site`]); every node pulls from every node of
+//! every other site (each serves the partitions it leads), the first node of each site votes in the
+//! cross-site lock group and the others are learners, with lock-group id = position + 1. A node is told its
 //! place by the member list ([`Topology::members`], `--member`); the older flags `--peer` and
 //! `--lock-member` are still built here for the tests that start nodes without a lock group.
 //!
@@ -56,7 +57,29 @@ impl Topology {
         Topology { nodes }
     }
 
-    /// What node `i` pulls from: the node of every other site, as `route` reaches it.
+    /// `nodes_per_site` nodes in each site: node j of site `sites[i]` is node index (and position)
+    /// `i + S * j` for S sites, with lock-group id `i + 1 + S * j`, at `endpoint(i, j)`; the first node of
+    /// each site (the lowest id) votes in the lock group, the others are learners. One node per site
+    /// gives [`Topology::one_node_per_site`].
+    pub fn nodes_per_site(
+        sites: &[impl AsRef<str>],
+        nodes_per_site: usize,
+        endpoint: impl Fn(usize, usize) -> String,
+    ) -> Topology {
+        let count = sites.len();
+        let nodes = (0..nodes_per_site)
+            .flat_map(|j| (0..count).map(move |i| (i, j)))
+            .map(|(i, j)| TopologyNode {
+                id: (i + 1 + count * j) as u64,
+                site: sites[i].as_ref().to_string(),
+                endpoint: endpoint(i, j),
+                voter: j == 0,
+            })
+            .collect();
+        Topology { nodes }
+    }
+
+    /// What node `i` pulls from: every node of every other site, as `route` reaches it.
     pub fn peers(&self, i: usize, route: Route) -> Vec<PeerConfig> {
         let own_site = &self.nodes[i].site;
         (0..self.nodes.len())
@@ -169,6 +192,35 @@ mod tests {
         assert_eq!(settings.site.as_deref(), Some("a"));
         assert_eq!(settings.node_id, Some(1));
         assert_eq!(settings.members.unwrap()[2].endpoint, "http://proxy-0-2");
+    }
+
+    #[test]
+    fn several_nodes_per_site_keep_the_first_nodes_ids_and_vote_once_per_site() {
+        let topology =
+            Topology::nodes_per_site(&["a", "b", "c"], 2, |i, j| format!("http://127.0.0.1:{}", 7000 + i + 3 * j));
+        let nodes: Vec<(u64, &str, bool)> = topology.nodes.iter().map(|n| (n.id, n.site.as_str(), n.voter)).collect();
+        assert_eq!(
+            nodes,
+            [(1, "a", true), (2, "b", true), (3, "c", true), (4, "a", false), (5, "b", false), (6, "c", false)]
+        );
+        assert_eq!(topology.nodes[4].endpoint, "http://127.0.0.1:7004");
+        let one = Topology::nodes_per_site(&["a", "b", "c"], 1, |i, _| format!("http://127.0.0.1:{}", 7000 + i));
+        assert_eq!(one, three());
+        // Node 4 (site a) pulls from both nodes of b and of c, and is in a's placement group with node 1.
+        let peers: Vec<String> = topology.peers(3, &direct(&topology)).into_iter().map(|p| p.endpoint).collect();
+        assert_eq!(
+            peers,
+            ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7004", "http://127.0.0.1:7005"]
+        );
+        let config = NodeSettings {
+            data_dir: Some("d".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..topology.settings(3, &direct(&topology))
+        }
+        .resolve()
+        .unwrap();
+        let placement: Vec<u64> = config.placement.unwrap().group.members.iter().map(|m| m.id).collect();
+        assert_eq!(placement, [1, 4]);
     }
 
     /// The values of every `flag` in `flags`.

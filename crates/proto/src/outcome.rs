@@ -142,6 +142,31 @@ pub enum Reason {
     LimitReached,
     /// The lock request id was already used for a different request.
     RequestIdReused,
+    /// The node is not the primary of the key's partition in its site (it answers a client that routes
+    /// by a cached placement map, or forwards for one that does not): the request went nowhere.
+    NotPrimary {
+        /// The partition.
+        partition: u16,
+        /// The primary's epoch, as this node knows it.
+        epoch: u64,
+        /// The primary's member id (0: unknown).
+        primary: u64,
+        /// The primary's gRPC endpoint (empty: unknown).
+        primary_endpoint: String,
+    },
+    /// Too few replicas of the partition are up in the site for a write to reach W of them.
+    ReplicasUnavailable {
+        /// The partition.
+        partition: u16,
+        /// The site.
+        site: String,
+        /// The replicas that are up (the primary included).
+        up: u64,
+        /// The partition's replicas in the site (N).
+        replicas: u64,
+        /// The replicas a write must reach (W).
+        needed: u64,
+    },
     /// The server failed (a storage error); see the message.
     Internal,
 }
@@ -165,12 +190,14 @@ impl Reason {
             Reason::LockGroupUnavailable => "LOCK_GROUP_UNAVAILABLE",
             Reason::LimitReached => "LIMIT_REACHED",
             Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::NotPrimary { .. } => "NOT_PRIMARY",
+            Reason::ReplicasUnavailable { .. } => "REPLICAS_UNAVAILABLE",
             Reason::Internal => "INTERNAL",
         }
     }
 
     /// Every reason's name, for tests and documentation.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 17] = [
         "INVALID_REQUEST",
         "STALE_FENCE",
         "TYPE_MISMATCH",
@@ -185,6 +212,8 @@ impl Reason {
         "LOCK_GROUP_UNAVAILABLE",
         "LIMIT_REACHED",
         "REQUEST_ID_REUSED",
+        "NOT_PRIMARY",
+        "REPLICAS_UNAVAILABLE",
         "INTERNAL",
     ];
 
@@ -210,6 +239,19 @@ impl Reason {
                 .chain(optional("current_token", current_token))
                 .collect(),
             Reason::NotGranted { lock } => vec![("lock", lock.clone())],
+            Reason::NotPrimary { partition, epoch, primary, primary_endpoint } => vec![
+                ("partition", partition.to_string()),
+                ("epoch", epoch.to_string()),
+                ("primary", primary.to_string()),
+                ("primary_endpoint", primary_endpoint.clone()),
+            ],
+            Reason::ReplicasUnavailable { partition, site, up, replicas, needed } => vec![
+                ("partition", partition.to_string()),
+                ("site", site.clone()),
+                ("up", up.to_string()),
+                ("replicas", replicas.to_string()),
+                ("needed", needed.to_string()),
+            ],
             Reason::KeyNotFound
             | Reason::NotApplied
             | Reason::WriteInDoubt
@@ -253,6 +295,19 @@ impl Reason {
             "LOCK_GROUP_UNAVAILABLE" => Reason::LockGroupUnavailable,
             "LIMIT_REACHED" => Reason::LimitReached,
             "REQUEST_ID_REUSED" => Reason::RequestIdReused,
+            "NOT_PRIMARY" => Reason::NotPrimary {
+                partition: u16::try_from(number("partition")?).ok()?,
+                epoch: number("epoch")?,
+                primary: number("primary")?,
+                primary_endpoint: text("primary_endpoint")?,
+            },
+            "REPLICAS_UNAVAILABLE" => Reason::ReplicasUnavailable {
+                partition: u16::try_from(number("partition")?).ok()?,
+                site: text("site")?,
+                up: number("up")?,
+                replicas: number("replicas")?,
+                needed: number("needed")?,
+            },
             "INTERNAL" => Reason::Internal,
             _ => return None,
         })
@@ -368,6 +423,8 @@ mod tests {
             Reason::LockGroupUnavailable,
             Reason::LimitReached,
             Reason::RequestIdReused,
+            Reason::NotPrimary { partition: 7, epoch: 2, primary: 4, primary_endpoint: "http://h:1".into() },
+            Reason::ReplicasUnavailable { partition: 7, site: "eu".into(), up: 1, replicas: 3, needed: 2 },
             Reason::Internal,
         ]
     }

@@ -59,12 +59,6 @@ impl NodeSettings {
             if members[..index].iter().any(|other| other.id == member.id) {
                 return Err(format!("two members have id {}", member.id));
             }
-            if let Some(other) = members[..index].iter().find(|other| other.site == member.site) {
-                return Err(format!(
-                    "site {:?} has members {} and {}: this version runs one node per site",
-                    member.site, other.id, member.id
-                ));
-            }
         }
         let own = members.iter().find(|member| member.id == id).ok_or_else(|| {
             format!("node_id {id} is not among the members: the list names every member, this node included")
@@ -187,6 +181,8 @@ impl NodeSettings {
 
     /// The complete configuration, with defaults for what is unset; an error names what is missing or wrong.
     pub fn resolve(self) -> Result<NodeConfig, String> {
+        // A member list may name several nodes per site; `--peer` alone describes one node per site.
+        let from_members = self.members.is_some();
         let settings = self.members_resolved()?;
         let lock_group = settings.lock_group(settings.site.as_deref().unwrap_or(SITE_DEFAULT))?;
         let data_dir =
@@ -209,8 +205,9 @@ impl NodeSettings {
                     peer.endpoint
                 ));
             }
-            if peers[..index].iter().any(|other| other.site == peer.site) {
-                return Err(format!("two peers for site {:?}: one node per site for now", peer.site));
+            if !from_members && peers[..index].iter().any(|other| other.site == peer.site) {
+                let message = "two peers for site {:?}: --peer names one node per site; describe sites of several nodes with --member";
+                return Err(message.replace("{:?}", &format!("{:?}", peer.site)));
             }
             check_endpoint("peer", &peer.endpoint)?;
         }
@@ -578,7 +575,12 @@ mod tests {
         let refused = |id: &str, extra: &[&str]| member_flags(id, extra).resolve().unwrap_err();
         assert!(refused("9", &[]).contains("node_id 9 is not among the members"));
         assert!(refused("1", &["--member", "2=d=http://h:1"]).contains("two members have id 2"));
-        assert!(refused("1", &["--member", "4=a=http://h:1"]).contains("one node per site"));
+        // Sites may have several nodes: a second member of site a is its peer of nothing, but in its
+        // placement group.
+        let two_in_a = member_flags("1", &["--member", "4=a=http://h:4"]).resolve().unwrap();
+        assert_eq!(two_in_a.placement.as_ref().unwrap().group.members.len(), 2);
+        assert_eq!(two_in_a.placement.unwrap().replicas_per_site, 2);
+        assert!(two_in_a.peers.iter().all(|peer| peer.site != "a"));
         assert!(refused("1", &["--member", "0=d=http://h:1"]).contains("start at 1"));
         assert!(refused("1", &["--member", "4=d=h:1"]).contains("must start with http://"));
         assert!(refused("1", &["--member", "4=d e=http://h:1"]).contains("site name"));

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::puller::Peer;
-use crate::store::{DIGEST_BUCKETS, Store};
+use crate::store::{DIGEST_BUCKETS, PartitionRole, Store};
 
 const ANTI_ENTROPY_BUCKETS_PER_CALL: usize = 16;
 const ANTI_ENTROPY_KEYS_PER_CALL: usize = 512;
@@ -92,10 +92,20 @@ pub(super) async fn run_anti_entropy(store: Arc<Store>, peer: Peer, interval: Du
         let round = async {
             let mut client = peer.connect().await?;
             let mut repaired = 0;
-            for partition in 0..store.identity().partitions {
-                repaired += anti_entropy(&store, &mut client, &peer.config.site, partition, false).await?;
+            let mut failed = None;
+            // Only a partition's primary repairs it (a follower's log is a copy of the primary's); a peer
+            // node without a replica of the partition refuses, and another node of its site answers.
+            let led = (0..store.identity().partitions).filter(|p| store.role(*p) == PartitionRole::Primary);
+            for partition in led.collect::<Vec<_>>() {
+                match anti_entropy(&store, &mut client, &peer.config.site, partition, false).await {
+                    Ok(keys) => repaired += keys,
+                    Err(error) => failed = Some(error),
+                }
             }
-            Ok::<usize, String>(repaired)
+            match failed {
+                Some(error) if repaired == 0 => Err(error),
+                _ => Ok::<usize, String>(repaired),
+            }
         };
         let result = tokio::select! {
             biased;

@@ -16,6 +16,7 @@
 //! only the keys that differ. Each side repairs itself; the peer does the same in its own puller.
 
 mod anti_entropy;
+pub mod intra;
 mod puller;
 mod service;
 
@@ -61,7 +62,7 @@ pub struct PeerState {
     pub last_error: String,
 }
 
-/// The states of every peer, shared with the status service.
+/// The states of every peer node (by endpoint), shared with the status service.
 pub type PeerStates = Arc<Mutex<BTreeMap<String, PeerState>>>;
 
 impl PeerState {

@@ -17,9 +17,12 @@ use super::anti_entropy::{anti_entropy, run_anti_entropy};
 use super::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, PeerState, PeerStates, STREAM_IDLE_TIMEOUT};
 use crate::config::PeerConfig;
 use crate::log::LogRecord;
+use crate::routing::Routing;
 use crate::store::{ChangeError, PeerRecords, Store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a puller waiting for its site's placement map looks again.
+const MAP_POLL: Duration = Duration::from_millis(20);
 /// Merges a puller queues before waiting for the oldest to be durable.
 const MERGES_IN_FLIGHT_MAX: usize = 32;
 /// Pause before reconnecting, doubling from the first to the last after repeated failures (each with
@@ -38,6 +41,7 @@ const ACKNOWLEDGE_INTERVAL: Duration = Duration::from_secs(1);
 pub fn start(
     store: Arc<Store>,
     peers: Vec<PeerConfig>,
+    routing: Option<Arc<Routing>>,
     dialer: Dialer,
     anti_entropy_interval: Duration,
     stop: &CancellationToken,
@@ -55,12 +59,12 @@ pub fn start(
                     last_applied_unix_ms: vec![0; partitions],
                     ..PeerState::default()
                 };
-                (peer.site.clone(), state)
+                (peer.endpoint.clone(), state)
             })
             .collect(),
     ));
     for peer in peers {
-        let peer = Peer { config: peer, dialer: dialer.clone() };
+        let peer = Peer { config: peer, dialer: dialer.clone(), routing: routing.clone() };
         tasks.spawn(run_puller(store.clone(), peer.clone(), states.clone(), stop.clone()));
         tasks.spawn(run_acknowledger(store.clone(), peer.clone(), stop.clone()));
         tasks.spawn(run_anti_entropy(store.clone(), peer, anti_entropy_interval, stop.clone()));
@@ -73,6 +77,8 @@ pub fn start(
 pub(super) struct Peer {
     pub(super) config: PeerConfig,
     dialer: Dialer,
+    /// This node's site's placement: it pulls only the partitions it is the primary of.
+    routing: Option<Arc<Routing>>,
 }
 
 impl Peer {
@@ -101,7 +107,7 @@ async fn run_puller(store: Arc<Store>, peer: Peer, states: PeerStates, stop: Can
         };
         {
             let mut states = states.lock().expect("peer states lock poisoned");
-            let state = states.get_mut(&peer.config.site).expect("every peer has a state");
+            let state = states.get_mut(&peer.config.endpoint).expect("every peer has a state");
             state.connected = false;
             match &result {
                 Ok(()) => backoff.reset(),
@@ -122,13 +128,32 @@ async fn run_puller(store: Arc<Store>, peer: Peer, states: PeerStates, stop: Can
 
 /// Runs one pull stream until it fails; `Ok` means "reconnect at once" (after a catch-up by anti-entropy).
 async fn pull_from(store: &Arc<Store>, peer: &Peer, states: &PeerStates) -> Result<(), String> {
+    // With several nodes in this site, each pulls the partitions it is the primary of (from every node of
+    // the peer site: each serves those it leads there).
+    let partitions = match &peer.routing {
+        None => Vec::new(),
+        Some(routing) => {
+            // The site's map appears moments after the site starts (its placement group's first leader
+            // creates it); until then this node leads nothing.
+            while !routing.ready() {
+                tokio::time::sleep(MAP_POLL).await;
+            }
+            let led = routing.primaries();
+            if led.is_empty() {
+                tokio::time::sleep(STREAM_IDLE_TIMEOUT).await;
+                return Err("this node leads no partition of its site".into());
+            }
+            led.into_iter().map(u32::from).collect()
+        }
+    };
     let mut client = peer.connect().await?;
+    let endpoint = peer.config.endpoint.clone();
     let peer = &peer.config;
     let cursors = store.progress().cursors_of(&peer.site);
-    let request = pb::PullRequest { site: store.identity().site.clone(), cursors };
+    let request = pb::PullRequest { site: store.identity().site.clone(), cursors, partitions, node: 0 };
     let mut stream =
         client.pull(request).await.map_err(|e| format!("pull from {}: {}", peer.site, e.message()))?.into_inner();
-    set_state(states, &peer.site, |state| {
+    set_state(states, &endpoint, |state| {
         state.connected = true;
         state.last_error.clear();
     });
@@ -140,7 +165,7 @@ async fn pull_from(store: &Arc<Store>, peer: &Peer, states: &PeerStates) -> Resu
             || in_flight.front().is_some_and(|pending: &PendingMerge| pending.is_finished())
         {
             let pending = in_flight.pop_front().expect("checked non-empty");
-            pending.finish(states, &peer.site).await?;
+            pending.finish(states, &endpoint).await?;
         }
         let message = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, stream.message()).await {
             Err(_) => return Err(format!("nothing from {} for {STREAM_IDLE_TIMEOUT:?}", peer.site)),
@@ -152,7 +177,7 @@ async fn pull_from(store: &Arc<Store>, peer: &Peer, states: &PeerStates) -> Resu
             Some(pb::pull_message::Message::Batch(batch)) => {
                 in_flight.push_back(queue_batch(store, peer, batch).await?)
             }
-            Some(pb::pull_message::Message::Heartbeat(heartbeat)) => set_state(states, &peer.site, |state| {
+            Some(pb::pull_message::Message::Heartbeat(heartbeat)) => set_state(states, &endpoint, |state| {
                 if heartbeat.heads.len() == state.heads.len() {
                     state.heads = heartbeat.heads;
                 }
@@ -161,7 +186,7 @@ async fn pull_from(store: &Arc<Store>, peer: &Peer, states: &PeerStates) -> Resu
                 let partition = u16::try_from(partition).map_err(|_| "bad partition in truncation notice")?;
                 tracing::info!(peer = %peer.site, partition, "peer's log is trimmed past our cursor: anti-entropy");
                 for pending in in_flight.drain(..) {
-                    pending.finish(states, &peer.site).await?;
+                    pending.finish(states, &endpoint).await?;
                 }
                 anti_entropy(store, &mut client, &peer.site, partition, true).await?;
                 return Ok(());
@@ -171,8 +196,8 @@ async fn pull_from(store: &Arc<Store>, peer: &Peer, states: &PeerStates) -> Resu
     }
 }
 
-fn set_state(states: &PeerStates, site: &str, change: impl FnOnce(&mut PeerState)) {
-    if let Some(state) = states.lock().expect("peer states lock poisoned").get_mut(site) {
+fn set_state(states: &PeerStates, endpoint: &str, change: impl FnOnce(&mut PeerState)) {
+    if let Some(state) = states.lock().expect("peer states lock poisoned").get_mut(endpoint) {
         change(state);
     }
 }
@@ -190,9 +215,9 @@ impl PendingMerge {
         self.outcome.is_finished()
     }
 
-    async fn finish(self, states: &PeerStates, site: &str) -> Result<(), String> {
+    async fn finish(self, states: &PeerStates, endpoint: &str) -> Result<(), String> {
         self.outcome.await.map_err(|e| format!("merge task failed: {e}"))?.map_err(|e| e.to_string())?;
-        set_state(states, site, |state| {
+        set_state(states, endpoint, |state| {
             let index = usize::from(self.partition);
             if let Some(head) = state.heads.get_mut(index) {
                 *head = (*head).max(self.head);

@@ -24,8 +24,8 @@ use geostore_model::{
 use geostore_storage::{Batch, Space, Storage};
 
 use super::{
-    CausalToken, ChangeError, FenceSource, Identity, PeerRecords, ProgressState, StoreError, WriteError, WriteOutcome,
-    keys,
+    CausalToken, ChangeError, FenceSource, Identity, PartitionRole, PeerRecords, PrimaryRecords, ProgressState,
+    RoleSource, StoreError, WriteError, WriteOutcome, keys,
 };
 use crate::log::LogRecord;
 use crate::metrics::Metrics;
@@ -38,8 +38,10 @@ pub(super) struct Applier {
     pub(super) identity: Identity,
     pub(super) metrics: Metrics,
     pub(super) fence_source: Arc<OnceLock<FenceSource>>,
-    /// Whether this run has checked that the replica's site is recorded (see `replica_site_key`).
-    pub(super) site_recorded: AtomicBool,
+    pub(super) role_source: Arc<OnceLock<RoleSource>>,
+    /// Per partition: whether this run has checked that the replica's site is recorded there (see
+    /// `replica_site_key`).
+    pub(super) site_recorded: Box<[AtomicBool]>,
 }
 
 /// A lock's fence register, loaded for a fenced write: where it lives, its state and the token it holds.
@@ -96,6 +98,21 @@ impl Applier {
         Ok(())
     }
 
+    /// This node's role for `partition` (the primary of every one without a placement map).
+    fn role(&self, partition: u16) -> PartitionRole {
+        self.role_source.get().map_or(PartitionRole::Primary, |source| source(partition))
+    }
+
+    /// Only a partition's primary merges into its log: another replica's log must stay a copy of the
+    /// primary's.
+    fn check_primary(&self, partition: u16) -> Result<(), ChangeError> {
+        self.check_partition(partition)?;
+        match self.role(partition) {
+            PartitionRole::Primary => Ok(()),
+            _ => Err(ChangeError::WrongRole { partition, detail: "this node is not its primary in the site" }),
+        }
+    }
+
     /// Stores a key's new state and appends its change-log record; returns the record's sequence.
     fn log_change(
         &self,
@@ -123,11 +140,10 @@ impl Applier {
         sequence
     }
 
-    /// `lock`'s fence register as this group sees it: the highest token fenced writes made or merged here
-    /// have raised it to.
-    fn load_fence(&self, lock: &str, group: &Group) -> Result<FenceRegister, WriteError> {
-        let key = fence_key(lock);
-        let partition = partition_of(&key, self.identity.partitions).0;
+    /// `lock`'s fence register in `partition` as this group sees it: the highest token fenced writes to
+    /// the partition made or merged here have raised it to.
+    fn load_fence(&self, lock: &str, partition: u16, group: &Group) -> Result<FenceRegister, WriteError> {
+        let key = fence_key(lock, partition);
         let data_key = keys::data_key(partition, &key);
         let entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
         let token = match entry.read(self.clock.wall().now_unix_ms()) {
@@ -146,11 +162,15 @@ impl Applier {
         fence: Option<&Fence>,
         group: &mut Group,
     ) -> Result<WriteOutcome, WriteError> {
-        // The highest token known is the fence register's or the lock group's current grant's; the
-        // register is loaded once, and raised below if this write's token is above it.
+        // The highest token known is the fence register's (in the key's partition) or the lock group's
+        // current grant's; the register is loaded once, and raised below if this write's token is above it.
+        let partition = partition_of(key, self.identity.partitions).0;
+        if self.role(partition) != PartitionRole::Primary {
+            return Err(WriteError::NotPrimary { partition });
+        }
         let mut raise = None;
         if let Some(fence) = fence {
-            let register = self.load_fence(&fence.lock, group)?;
+            let register = self.load_fence(&fence.lock, partition, group)?;
             let granted = self.fence_source.get().and_then(|source| source(&fence.lock)).unwrap_or(0);
             let known = register.token.max(granted);
             if fence.token < known && !planted::active(planted::Bug::FenceCheckOff) {
@@ -159,13 +179,14 @@ impl Applier {
             }
             raise = (fence.token > register.token).then_some((fence.token, register));
         }
-        if !self.site_recorded.load(Ordering::Relaxed) {
-            // Before this run's first write: readers anywhere learn which site this replica is in.
+        let recorded = &self.site_recorded[usize::from(partition)];
+        if !recorded.load(Ordering::Relaxed) {
+            // Before this run's first write to the partition: its readers anywhere learn which site this
+            // replica is in.
             let site = self.identity.site.as_bytes().to_vec();
-            self.put_reserved(replica_site_key(self.identity.replica), site, group)?;
-            self.site_recorded.store(true, Ordering::Relaxed);
+            self.put_reserved(replica_site_key(self.identity.replica, partition), site, group)?;
+            recorded.store(true, Ordering::Relaxed);
         }
-        let partition = partition_of(key, self.identity.partitions).0;
         let data_key = keys::data_key(partition, key);
         let mut entry = self.load(&data_key, group).map_err(WriteError::Unavailable)?;
         let hlc = self.clock.next();
@@ -181,7 +202,7 @@ impl Applier {
             entry.apply(&op, Marker::new(token, hlc, self.identity.replica))?;
             self.log_local(key, partition, data_key, entry, hlc, group);
             let lock = fence.map(|fence| fence.lock.as_bytes().to_vec()).unwrap_or_default();
-            self.put_reserved(token_lock_key(token), lock, group)?;
+            self.put_reserved(token_lock_key(token, partition), lock, group)?;
         }
         let sequence = self.log_local(key.to_vec(), partition, data_key, entry, hlc, group);
         group.hlc_high = Some(hlc);
@@ -230,7 +251,7 @@ impl Applier {
     /// Merges a batch of a peer's log records (whole or not at all) and moves the peer's cursor.
     pub(super) fn apply_merge(&self, peer_records: PeerRecords, group: &mut Group) -> Result<usize, ChangeError> {
         let PeerRecords { peer, partition, records, after, through } = peer_records;
-        self.check_partition(partition)?;
+        self.check_primary(partition)?;
         let cursor = group.state.cursor(&peer, partition);
         if cursor != after {
             return Err(ChangeError::OutOfOrder { peer, partition, cursor, after });
@@ -285,6 +306,75 @@ impl Applier {
         Ok(changed)
     }
 
+    /// Copies a batch of the site's primary's log (whole or not at all): each record at the sequence it
+    /// has there, and each key's state merged with the record's (which is the state the primary had after
+    /// the change, so the merge gives the primary's state). Returns the partition's new head.
+    pub(super) fn apply_replicate(&self, batch: PrimaryRecords, group: &mut Group) -> Result<u64, ChangeError> {
+        let PrimaryRecords { primary, partition, records, after } = batch;
+        self.check_partition(partition)?;
+        if self.role(partition) != PartitionRole::Follower {
+            return Err(ChangeError::WrongRole {
+                partition,
+                detail: "this node is not a replica following its primary",
+            });
+        }
+        let index = usize::from(partition);
+        let peer = || format!("primary {primary}");
+        let head = group.state.heads[index];
+        if head != after {
+            return Err(ChangeError::OutOfOrder { peer: peer(), partition, cursor: head, after });
+        }
+        let mut decoded = Vec::with_capacity(records.len());
+        for (offset, (sequence, bytes)) in records.into_iter().enumerate() {
+            if sequence != after + 1 + offset as u64 {
+                return Err(ChangeError::OutOfOrder {
+                    peer: peer(),
+                    partition,
+                    cursor: after + offset as u64,
+                    after: sequence - 1,
+                });
+            }
+            let record = LogRecord::decode(&bytes).ok_or_else(|| ChangeError::UnreadableRecord {
+                peer: peer(),
+                sequence,
+                detail: "the record does not decode".into(),
+            })?;
+            if partition_of(&record.key, self.identity.partitions).0 != partition {
+                return Err(ChangeError::ForeignKey { what: "log record", peer: peer(), partition });
+            }
+            let remote = decode_entry(&record.entry).map_err(|e| ChangeError::UnreadableRecord {
+                peer: peer(),
+                sequence,
+                detail: e.to_string(),
+            })?;
+            decoded.push((sequence, bytes, record, remote));
+        }
+        for (sequence, bytes, record, remote) in decoded {
+            let data_key = keys::data_key(partition, &record.key);
+            let mut merged = self.load(&data_key, group)?;
+            merged.merge(remote);
+            group.state.log_bytes[index] += bytes.len() as u64;
+            group.batch.put(Space::Log, keys::log_key(partition, sequence), bytes);
+            group.batch.put(Space::Data, data_key.clone(), encode_entry(&merged));
+            group.entries.insert(data_key, merged);
+            group.state.heads[index] = sequence;
+            group.touched_heads[index] = true;
+            group.changes += 1;
+            if group.hlc_high.is_none_or(|high| high < record.hlc) {
+                group.hlc_high = Some(record.hlc);
+            }
+            if record.origin != self.identity.site && record.origin_sequence > 0 {
+                let origin = (record.origin, partition);
+                let seen = group.state.seen.entry(origin.clone()).or_insert(0);
+                if record.origin_sequence > *seen {
+                    *seen = record.origin_sequence;
+                    group.touched_seen.push(origin);
+                }
+            }
+        }
+        Ok(group.state.heads[index])
+    }
+
     /// Merges whole entries fetched by anti-entropy and optionally moves the peer's cursor.
     pub(super) fn apply_repair(
         &self,
@@ -294,7 +384,7 @@ impl Applier {
         cursor: Option<u64>,
         group: &mut Group,
     ) -> Result<usize, ChangeError> {
-        self.check_partition(partition)?;
+        self.check_primary(partition)?;
         if entries.iter().any(|(key, _)| partition_of(key, self.identity.partitions).0 != partition) {
             return Err(ChangeError::ForeignKey { what: "repair", peer: peer.to_string(), partition });
         }
@@ -332,7 +422,7 @@ impl Applier {
         candidates: Vec<(Vec<u8>, Entry)>,
         group: &mut Group,
     ) -> Result<usize, ChangeError> {
-        self.check_partition(partition)?;
+        self.check_primary(partition)?;
         let mut collected = 0;
         for (key, expected) in candidates {
             let data_key = keys::data_key(partition, &key);
@@ -394,9 +484,10 @@ mod tests {
             identity: Identity { replica: ReplicaId(7), site: "a".into(), partitions },
             metrics: Metrics::new(),
             fence_source: Arc::new(OnceLock::new()),
+            role_source: Arc::new(OnceLock::new()),
             // As after this run's first write, so that sequences start at the tests' own writes (the
             // site record has a test of its own).
-            site_recorded: AtomicBool::new(true),
+            site_recorded: (0..partitions).map(|_| AtomicBool::new(true)).collect(),
         };
         let state = ProgressState {
             heads: vec![0; usize::from(partitions)],
@@ -416,11 +507,11 @@ mod tests {
     #[test]
     fn the_first_write_of_a_run_records_the_replicas_site_and_a_new_token_its_lock() {
         let (applier, state) = applier(1);
-        applier.site_recorded.store(false, Ordering::Relaxed);
+        applier.site_recorded[0].store(false, Ordering::Relaxed);
         let mut group = Group::new(&state);
         let first = applier.apply_local(b"k", &put(b"v"), None, &mut group).unwrap();
         assert_eq!(first.token.sequence, 2, "the site record came first");
-        let site_key = keys::data_key(0, &replica_site_key(applier.identity.replica));
+        let site_key = keys::data_key(0, &replica_site_key(applier.identity.replica, 0));
         let site = group.entries[&site_key].read(i64::MAX / 2).map(|read| read.value);
         assert_eq!(site, Some(Value::Register(applier.identity.site.as_bytes().to_vec())));
         // Once per run: the next write logs only itself.
@@ -428,7 +519,7 @@ mod tests {
         // A write that raises a lock's fence also names the lock of its token.
         let fence = Fence { lock: "job".into(), token: 9 };
         applier.apply_local(b"k", &put(b"x"), Some(&fence), &mut group).unwrap();
-        let lock = group.entries[&keys::data_key(0, &token_lock_key(9))].read(i64::MAX / 2).map(|read| read.value);
+        let lock = group.entries[&keys::data_key(0, &token_lock_key(9, 0))].read(i64::MAX / 2).map(|read| read.value);
         assert_eq!(lock, Some(Value::Register(b"job".to_vec())));
         assert_eq!(group.state.heads, vec![6], "site record, two writes, fence register, token record, the write");
     }

@@ -115,6 +115,12 @@ pub enum WriteError {
         /// The highest token this replica knows for the lock.
         known: u64,
     },
+    /// This node is not the primary of the key's partition in its site: not applied.
+    #[error("not applied: this node is not the primary of partition {partition} in its site")]
+    NotPrimary {
+        /// The key's partition.
+        partition: u16,
+    },
 }
 
 /// Why a read failed. A read changes nothing, whatever the error.
@@ -196,6 +202,15 @@ pub enum ChangeError {
         peer: String,
         /// The batch's partition.
         partition: u16,
+    },
+    /// The change needs a role this node does not have for the partition: merges, repairs and
+    /// collections are for its primary, copies of the primary's log for its other replicas.
+    #[error("partition {partition}: {detail}")]
+    WrongRole {
+        /// The partition.
+        partition: u16,
+        /// What this node is not.
+        detail: &'static str,
     },
     /// A peer's record holds an entry that cannot be decoded.
     #[error("unreadable entry in record {sequence} from {peer}: {detail}")]

@@ -110,6 +110,35 @@ pub struct PeerRecords {
     pub through: u64,
 }
 
+/// Records of the site's primary of a partition, to copy here verbatim (this node is another replica of
+/// the partition in the same site).
+pub struct PrimaryRecords {
+    /// The primary's member id (for errors).
+    pub primary: u64,
+    /// The partition the records belong to.
+    pub partition: u16,
+    /// `(sequence, encoded record)`: the primary's log right after `after`, dense.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// The records continue the primary's log right after this sequence, which must be this replica's
+    /// head: a replica's log is always a prefix of its primary's.
+    pub after: u64,
+}
+
+/// What this node is for a partition of its site, by its placement map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionRole {
+    /// The partition's primary in the site: it orders local writes and merges other sites' changes.
+    Primary,
+    /// Another replica: it copies the primary's log.
+    Follower,
+    /// This node holds no replica of the partition.
+    Absent,
+}
+
+/// Where the store learns its role for each partition (the placement map); without one, this node is the
+/// primary of every partition (the only node of its site).
+pub type RoleSource = Arc<dyn Fn(u16) -> PartitionRole + Send + Sync>;
+
 /// A write: key, operation, and the lock and token it is made under, if any.
 pub type FencedOp = (Vec<u8>, Op, Option<Fence>);
 
@@ -131,6 +160,7 @@ pub struct Store {
     /// With `inline_writer`: the writer, run by whichever task submits (`None` once shut down).
     inline: Mutex<Option<Writer>>,
     fence_source: Arc<OnceLock<FenceSource>>,
+    role_source: Arc<OnceLock<RoleSource>>,
 }
 
 impl Store {
@@ -153,6 +183,7 @@ impl Store {
         let progress = Arc::new(Progress::new(state.clone()));
         let (sender, receiver) = mpsc::channel(config.write_queue_max);
         let fence_source = Arc::new(OnceLock::new());
+        let role_source = Arc::new(OnceLock::new());
         let writer = Writer {
             applier: Applier {
                 storage: storage.clone(),
@@ -160,7 +191,8 @@ impl Store {
                 identity: identity.clone(),
                 metrics: metrics.clone(),
                 fence_source: fence_source.clone(),
-                site_recorded: std::sync::atomic::AtomicBool::new(false),
+                role_source: role_source.clone(),
+                site_recorded: (0..identity.partitions).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
             },
             durability: config.durability,
             group_ops_max: config.group_ops_max,
@@ -189,6 +221,7 @@ impl Store {
             writer: Mutex::new(handle),
             inline: Mutex::new(inline),
             fence_source,
+            role_source,
         }))
     }
 
@@ -230,6 +263,17 @@ impl Store {
     /// Tells the store where to learn which token holds a lock now (the lock group). Set once.
     pub fn set_fence_source(&self, source: FenceSource) {
         let _ = self.fence_source.set(source);
+    }
+
+    /// Tells the store where to learn its role for each partition (the placement map). Set once, before
+    /// the first write; until then (and without a placement map) this node leads every partition.
+    pub fn set_role_source(&self, source: RoleSource) {
+        let _ = self.role_source.set(source);
+    }
+
+    /// This node's role for `partition`.
+    pub fn role(&self, partition: u16) -> PartitionRole {
+        self.role_source.get().map_or(PartitionRole::Primary, |source| source(partition))
     }
 
     /// Applies unfenced writes in order, each succeeding or failing on its own (see
@@ -321,6 +365,17 @@ impl Store {
         Ok(async move { answer.await.map_err(|_| StoreError::WriterStopped)? })
     }
 
+    /// Queues a copy of the primary's records (see [`PrimaryRecords`]) and returns a future of the
+    /// partition's head here once they are durable, so that the next batch can be queued meanwhile.
+    pub async fn begin_replicate(
+        &self,
+        records: PrimaryRecords,
+    ) -> Result<impl std::future::Future<Output = Result<u64, ChangeError>> + Send + 'static, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Replicate { records, reply }).await?;
+        Ok(async move { answer.await.map_err(|_| StoreError::WriterStopped)? })
+    }
+
     /// Merges whole entries fetched by anti-entropy, then optionally sets the peer's cursor. Returns how
     /// many keys changed.
     pub async fn repair(
@@ -351,15 +406,17 @@ impl Store {
         let Some(read) = entry.read(now_unix_ms) else {
             return Ok(Lookup::Absent(entry.absence(now_unix_ms).unwrap_or(Absence::NoRecord)));
         };
+        // The records naming the write's site and lock are in the key's own partition.
+        let partition = partition_of(key, self.identity.partitions).0;
         let marker = read.last_write;
         let site = if marker.replica == self.identity.replica {
             Some(self.identity.site.clone())
         } else {
-            self.reserved_text(&geostore_model::fence::replica_site_key(marker.replica), now_unix_ms)?
+            self.reserved_text(&geostore_model::fence::replica_site_key(marker.replica, partition), now_unix_ms)?
         };
         let lock = match marker.fence {
             0 => None,
-            token => self.reserved_text(&geostore_model::fence::token_lock_key(token), now_unix_ms)?,
+            token => self.reserved_text(&geostore_model::fence::token_lock_key(token, partition), now_unix_ms)?,
         };
         Ok(Lookup::Found { read, site, lock })
     }

@@ -47,18 +47,29 @@ async fn a_stale_fenced_write_is_refused_and_changes_nothing() {
     assert_eq!(store.get(b"k").unwrap().unwrap().value, Value::Register(b"v5".to_vec()));
     // The same token may write again; counters and sets are fenced the same way.
     store.write_fenced(b"k".to_vec(), put(b"v5b"), fence(5)).await.unwrap();
+    store.write_fenced(b"n".to_vec(), Op::Increment { delta: 1 }, fence(5)).await.unwrap();
     let incr = store.write_fenced(b"n".to_vec(), Op::Increment { delta: 1 }, fence(2)).await.unwrap_err();
     assert!(matches!(incr, WriteError::Fenced { known: 5, .. }));
-    assert!(store.get(b"n").unwrap().is_none());
+    assert_eq!(store.get(b"n").unwrap().unwrap().value, Value::Counter(1));
+    // Fence registers are per partition (a write changes its own partition only): a key of a partition
+    // no write under token 5 reached learns of it from the lock group, below.
+    let partitions = store.identity().partitions;
+    let other = (0..).map(|i| format!("o{i}").into_bytes()).find(|key| {
+        partition_of(key, partitions) != partition_of(b"k", partitions)
+            && partition_of(key, partitions) != partition_of(b"n", partitions)
+    });
+    let other = other.unwrap();
+    store.write_fenced(other.clone(), put(b"early"), fence(4)).await.unwrap();
     // A grant the lock group applied raises the bar before any write is made under it.
     store.set_fence_source(Arc::new(|lock: &str| (lock == "job").then_some(9)));
     let stale = store.write_fenced(b"k".to_vec(), put(b"v6"), fence(6)).await.unwrap_err();
     assert!(matches!(&stale, WriteError::Fenced { lock, token: 6, known: 9 } if lock == "job"), "{stale:?}");
     store.write_fenced(b"k".to_vec(), put(b"v9"), fence(9)).await.unwrap();
-    assert_eq!(store.metrics().fenced_rejections.get(), 3);
+    assert!(store.write_fenced(other, put(b"late"), fence(8)).await.is_err());
+    assert_eq!(store.metrics().fenced_rejections.get(), 4);
     // Other locks are independent, and nobody writes the fence registers directly.
     store.write_fenced(b"k2".to_vec(), put(b"x"), Some(Fence { lock: "other".into(), token: 1 })).await.unwrap();
-    let reserved = store.write(fence_key("job"), put(b"\0\0\0\0\0\0\0\x01")).await.unwrap_err();
+    let reserved = store.write(fence_key("job", 0), put(b"\0\0\0\0\0\0\0\x01")).await.unwrap_err();
     assert!(matches!(reserved, WriteError::Invalid(InvalidRequest::ReservedKey)), "{reserved}");
     let bad = store.write_fenced(b"k".to_vec(), put(b"x"), Some(Fence { lock: String::new(), token: 3 })).await;
     assert!(matches!(bad, Err(WriteError::Invalid(InvalidRequest::BadFence(_)))), "{bad:?}");
@@ -84,7 +95,7 @@ async fn after_merge_the_write_under_the_higher_token_wins_whatever_the_clocks_s
     // a has not heard of token 7 yet: its stale holder's write is accepted there...
     a.write_fenced(b"k".to_vec(), put(b"stale"), fence(3)).await.unwrap();
     a.write(b"k".to_vec(), put(b"unfenced")).await.unwrap();
-    for key in [b"k".to_vec(), fence_key("job")] {
+    for key in [b"k".to_vec(), fence_key("job", partition_of(b"k", a.identity().partitions).0)] {
         copy_key(&a, &b, &key).await;
         copy_key(&b, &a, &key).await;
     }
@@ -136,22 +147,24 @@ async fn sequences_are_dense_per_partition_and_survive_reopening() {
         let store = open(Arc::new(RocksStorage::open(dir.path()).unwrap()), &wall);
         let first = store.write(key.clone(), Op::Increment { delta: 1 }).await.unwrap();
         let second = store.write(key.clone(), Op::Increment { delta: 1 }).await.unwrap();
-        assert_eq!((first.token.partition, first.token.sequence), (partition, 1));
-        assert_eq!(second.token.sequence, 2);
+        // Sequence 1 is the replica's site record, logged in the partition before its first write.
+        assert_eq!((first.token.partition, first.token.sequence), (partition, 2));
+        assert_eq!(second.token.sequence, 3);
         second.hlc
     };
     // The wall clock went back an hour while the node was down: timestamps must still increase.
     wall.advance_ms(-3_600_000);
     let store = open(Arc::new(RocksStorage::open(dir.path()).unwrap()), &wall);
     let third = store.write(key.clone(), Op::Increment { delta: 1 }).await.unwrap();
-    assert_eq!(third.token.sequence, 3);
+    // The site record is already there: the reopened store logs only the write.
+    assert_eq!(third.token.sequence, 4);
     assert!(third.hlc > last_hlc);
     assert_eq!(store.identity().replica, ReplicaId(7));
     let log = store.read_log(partition, 0, 10, usize::MAX).unwrap();
-    assert_eq!(log.len(), 3);
-    let (sequence, record) = &log[2];
-    assert_eq!((*sequence, &record.key, record.hlc, record.origin.as_str()), (3, &key, third.hlc, "local"));
-    assert_eq!(record.origin_sequence, 3);
+    assert_eq!(log.len(), 4);
+    let (sequence, record) = &log[3];
+    assert_eq!((*sequence, &record.key, record.hlc, record.origin.as_str()), (4, &key, third.hlc, "local"));
+    assert_eq!(record.origin_sequence, 4);
     let logged = decode_entry(&record.entry).unwrap();
     assert_eq!(logged.read(JAN_2026_MS).unwrap().value, Value::Counter(3));
 }
@@ -331,7 +344,7 @@ async fn the_log_is_trimmed_to_its_retention_and_digests_match_equal_states() {
     // A second replica given the same states has the same digest, whatever its log holds.
     let b = Store::open(Arc::new(MemoryStorage::new()), Arc::new(wall), config, Metrics::new(), || 2).unwrap();
     assert_ne!(a.partition_digest(0).unwrap(), b.partition_digest(0).unwrap());
-    let site_record = geostore_model::fence::replica_site_key(a.identity().replica);
+    let site_record = geostore_model::fence::replica_site_key(a.identity().replica, 0);
     let entries = (0..10)
         .map(|i| format!("k{i}").into_bytes())
         .chain([site_record])
@@ -350,4 +363,69 @@ async fn expired_keys_read_as_absent() {
     assert!(store.get(b"k").unwrap().is_some());
     wall.advance_ms(1000);
     assert_eq!(store.get(b"k").unwrap(), None);
+}
+
+/// A primary's log of `partition` after `after`, as its follower would receive it.
+fn primary_records(primary: &Store, partition: u16, after: u64) -> PrimaryRecords {
+    let records = primary.read_log(partition, after, 1000, usize::MAX).unwrap();
+    PrimaryRecords {
+        primary: 1,
+        partition,
+        records: records.into_iter().map(|(sequence, record)| (sequence, record.encode())).collect(),
+        after,
+    }
+}
+
+#[tokio::test]
+async fn a_follower_copies_its_primarys_log_at_the_same_sequences_and_refuses_gaps() {
+    let wall = ManualWallClock::new(JAN_2026_MS);
+    let primary = open(Arc::new(MemoryStorage::new()), &wall);
+    let follower = Store::open(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(wall.clone()),
+        StoreConfig::default(),
+        Metrics::new(),
+        || 8,
+    )
+    .unwrap();
+    follower.set_role_source(Arc::new(|_| PartitionRole::Follower));
+    let partition = partition_of(b"k", 64).0;
+    primary.write(b"k".to_vec(), Op::Increment { delta: 2 }).await.unwrap();
+    let ack = primary.write(b"k".to_vec(), Op::Increment { delta: 3 }).await.unwrap();
+
+    // A follower takes no local write, merge or repair: its log must stay a copy of the primary's.
+    let refused = follower.write(b"k".to_vec(), Op::Increment { delta: 1 }).await.unwrap_err();
+    assert!(matches!(refused, WriteError::NotPrimary { partition: p } if p == partition), "{refused:?}");
+    let repair = follower.repair("b", partition, Vec::new(), Some(1)).await.unwrap_err();
+    assert!(matches!(repair, ChangeError::WrongRole { .. }), "{repair}");
+
+    // A batch that does not continue at the follower's head is refused whole.
+    let mut late = primary_records(&primary, partition, 1);
+    late.after = 1;
+    let gap = follower.begin_replicate(late).await.unwrap().await.unwrap_err();
+    assert!(matches!(gap, ChangeError::OutOfOrder { cursor: 0, after: 1, .. }), "{gap}");
+    assert_eq!(follower.progress().heads[usize::from(partition)], 0);
+
+    let head = follower.begin_replicate(primary_records(&primary, partition, 0)).await.unwrap().await.unwrap();
+    assert_eq!(head, ack.token.sequence);
+    assert_eq!(follower.get(b"k").unwrap().unwrap().value, Value::Counter(5));
+    // The same records at the same sequences: another site's cursor means the same on both.
+    let logs = [&primary, &follower].map(|store| {
+        store
+            .read_log(partition, 0, 100, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(s, r)| (s, r.encode()))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(logs[0], logs[1]);
+    // A causal read of the primary's write is satisfied at the follower.
+    follower.wait_for(&ack.token, Duration::ZERO).await.unwrap();
+    // The batch already copied is refused again (the head moved): nothing is applied twice.
+    let again = follower.begin_replicate(primary_records(&primary, partition, 0)).await.unwrap().await.unwrap_err();
+    assert!(matches!(again, ChangeError::OutOfOrder { .. }), "{again}");
+    assert_eq!(follower.get(b"k").unwrap().unwrap().value, Value::Counter(5));
+    // A node that leads the partition refuses copies.
+    let primary_copy = primary.begin_replicate(primary_records(&primary, partition, 0)).await.unwrap().await;
+    assert!(matches!(primary_copy, Err(ChangeError::WrongRole { .. })), "{primary_copy:?}");
 }

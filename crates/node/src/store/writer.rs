@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Applier, Group};
 use super::progress::{HLC_LIMIT_AHEAD_MS, Progress, SEQUENCE_LIMIT_AHEAD};
-use super::{ChangeError, FencedOp, PeerRecords, ProgressState, StoreError, WriteError, WriteOutcome, keys};
+use super::{
+    ChangeError, FencedOp, PeerRecords, PrimaryRecords, ProgressState, StoreError, WriteError, WriteOutcome, keys,
+};
 
 /// Work for the writer thread.
 pub(super) enum Request {
@@ -31,6 +33,11 @@ pub(super) enum Request {
     Merge {
         records: PeerRecords,
         reply: oneshot::Sender<Result<usize, ChangeError>>,
+    },
+    /// The site's primary's log records of a partition, copied verbatim; answers the new head.
+    Replicate {
+        records: PrimaryRecords,
+        reply: oneshot::Sender<Result<u64, ChangeError>>,
     },
     /// Whole entries fetched by anti-entropy; `cursor` optionally moves a peer's cursor afterwards.
     Repair {
@@ -63,6 +70,7 @@ impl Request {
         match self {
             Request::Write { ops, .. } => ops.len(),
             Request::Merge { records, .. } => records.records.len().max(1),
+            Request::Replicate { records, .. } => records.records.len().max(1),
             Request::Repair { entries, .. } => entries.len().max(1),
             Request::Collect { candidates, .. } => candidates.len().max(1),
             Request::Trim { .. } => 1,
@@ -86,6 +94,7 @@ pub(super) struct Writer {
 enum Reply {
     Write(oneshot::Sender<Vec<Result<WriteOutcome, WriteError>>>, Vec<Result<WriteOutcome, WriteError>>),
     Count(oneshot::Sender<Result<usize, ChangeError>>, Result<usize, ChangeError>),
+    Head(oneshot::Sender<Result<u64, ChangeError>>, Result<u64, ChangeError>),
     Done(oneshot::Sender<Result<(), ChangeError>>, Result<(), ChangeError>),
 }
 
@@ -123,6 +132,9 @@ impl Writer {
                     Reply::Write(reply, results)
                 }
                 Request::Merge { records, reply } => Reply::Count(reply, applier.apply_merge(records, &mut group)),
+                Request::Replicate { records, reply } => {
+                    Reply::Head(reply, applier.apply_replicate(records, &mut group))
+                }
                 Request::Repair { peer, partition, entries, cursor, reply } => {
                     Reply::Count(reply, applier.apply_repair(&peer, partition, entries, cursor, &mut group))
                 }
@@ -160,6 +172,7 @@ impl Writer {
                                 }
                             }
                             Reply::Count(_, result) => *result = Err(failed.clone().into()),
+                            Reply::Head(_, result) => *result = Err(failed.clone().into()),
                             Reply::Done(_, result) => *result = Err(failed.clone().into()),
                         }
                     }
@@ -179,6 +192,7 @@ impl Writer {
             match reply {
                 Reply::Write(sender, results) => drop(sender.send(results)),
                 Reply::Count(sender, result) => drop(sender.send(result)),
+                Reply::Head(sender, result) => drop(sender.send(result)),
                 Reply::Done(sender, result) => drop(sender.send(result)),
             }
         }
@@ -247,6 +261,9 @@ fn refuse(request: Request, error: StoreError) {
             let _ = reply.send(Err(error.into()));
         }
         Request::Trim { reply, .. } => {
+            let _ = reply.send(Err(error.into()));
+        }
+        Request::Replicate { reply, .. } => {
             let _ = reply.send(Err(error.into()));
         }
     }
