@@ -13,7 +13,7 @@ use geostore_model::{Value as StoredValue, partition_of};
 use geostore_node::store::{Store, StoreConfig};
 use geostore_node::topology::{Topology, TopologyNode, direct};
 use geostore_proto::v1::PlacementStatus;
-use geostore_tests::{FAST_RAFT, NodeProcess, free_port, wait_until};
+use geostore_tests::{FAST_RAFT, NodeProcess, free_port, geostore, wait_until};
 
 /// Site a's four nodes and b's and c's one, with fixed ports (a node restarts at the same address).
 fn topology() -> Topology {
@@ -142,7 +142,30 @@ async fn a_site_of_four_nodes_keeps_every_acknowledged_write_through_a_node_kill
     assert!(matches!(refused.reason, Some(Reason::WriteInDoubt | Reason::NotApplied)), "{refused:?}");
     let refused_for_sure = refused.outcome == geostore_client::Outcome::Failed;
     client.put(key_in(followed_only), "x", None).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Status shows the loss: node 10 down, its 16 partitions without their primary, and the partitions
+    // it only followed under-replicated at their primaries.
+    let (listed, human) = wait_until("status to show node 10's loss", Duration::from_secs(10), || async {
+        let (_, stdout, stderr) = geostore(&["status", "--endpoint", &nodes[0].endpoint, "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stderr}"))?;
+        let listed = status["nodes"].as_array().cloned().unwrap_or_default();
+        let short: usize = listed.iter().map(|node| node["under_replicated"].as_array().map_or(0, Vec::len)).sum();
+        let (_, human, _) = geostore(&["status", "--endpoint", &nodes[0].endpoint]);
+        if short == 32 { Ok((listed, human)) } else { Err(format!("{short} under-replicated: {human}")) }
+    })
+    .await;
+    let victim_json = listed.iter().find(|node| node["id"] == 10).unwrap();
+    assert_eq!(victim_json["up"], false);
+    assert!(
+        human.contains("a 3 of 4 up (32 partitions under-replicated) (16 partitions without their primary"),
+        "{human}"
+    );
+    let led = listed[0]["led"].as_array().unwrap();
+    assert_eq!(led.len(), 16);
+    assert!(
+        led.iter()
+            .all(|p| p["replicas"] == 3 && p["write_quorum"] == 2 && p["committed"].as_u64() <= p["head"].as_u64())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     nodes[victim].restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

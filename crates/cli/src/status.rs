@@ -25,6 +25,30 @@ fn own_placement(status: &pb::StatusResponse, id: u64) -> Option<&pb::NodePlacem
 /// and its partitions and primaries are those its site's placement map gives it (`null` if unknown).
 fn node_json(member: &pb::GroupMember, answered: Option<&pb::StatusResponse>) -> Value {
     let placed = answered.and_then(|status| own_placement(status, member.id));
+    // Of the partitions it leads: those with fewer than N replicas up, and each one's followers.
+    let led = answered.map(|status| &status.led);
+    let under_replicated = led.map(|led| {
+        led.iter()
+            .filter(|p| 1 + p.followers.iter().filter(|f| f.up).count() < p.replicas as usize)
+            .map(|p| p.partition)
+            .collect::<Vec<_>>()
+    });
+    let led_json = led.map(|led| {
+        led.iter()
+            .map(|p| {
+                json!({
+                    "partition": p.partition,
+                    "epoch": p.epoch,
+                    "head": p.head,
+                    "committed": p.committed,
+                    "replicas": p.replicas,
+                    "write_quorum": p.write_quorum,
+                    "in_sync": p.followers.iter().filter(|f| f.up && f.head >= p.head).map(|f| f.node).collect::<Vec<_>>(),
+                    "followers": p.followers.iter().map(|f| json!({"node": f.node, "head": f.head, "up": f.up})).collect::<Vec<_>>(),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
     json!({
         "id": member.id,
         "site": member.site,
@@ -32,6 +56,8 @@ fn node_json(member: &pb::GroupMember, answered: Option<&pb::StatusResponse>) ->
         "up": answered.is_some(),
         "partitions": placed.map(|node| node.partitions.clone()),
         "primaries": placed.map(|node| node.primaries.clone()),
+        "under_replicated": under_replicated,
+        "led": led_json,
     })
 }
 
@@ -172,15 +198,41 @@ pub async fn run(args: StatusArgs) -> ExitCode {
             );
         }
         if status.lock_group.is_some() {
-            // Per site: how many of its members answered their own status.
-            let mut sites: std::collections::BTreeMap<&str, (usize, usize)> = std::collections::BTreeMap::new();
+            // Per site: how many of its members answered their own status, how many partitions their
+            // primaries say are under-replicated, and how many have a primary that did not answer.
+            let mut sites: std::collections::BTreeMap<&str, (usize, usize, usize, usize)> =
+                std::collections::BTreeMap::new();
             for node in &nodes {
                 let counts = sites.entry(node["site"].as_str().unwrap_or("?")).or_default();
                 counts.1 += 1;
                 counts.0 += usize::from(node["up"].as_bool().unwrap_or(false));
+                counts.2 += node["under_replicated"].as_array().map_or(0, Vec::len);
             }
-            let summary: Vec<String> =
-                sites.iter().map(|(site, (up, all))| format!("{site} {up} of {all} up")).collect();
+            for site in sites.iter_mut() {
+                let (site, counts) = site;
+                // The placement this node knows is its own site's: the partitions led by members that are down.
+                if let Some(placement) = status.placement.as_ref().filter(|_| *site == status.site.as_str()) {
+                    let down: Vec<u64> = nodes
+                        .iter()
+                        .filter(|node| node["up"] == false && node["site"] == *site)
+                        .filter_map(|node| node["id"].as_u64())
+                        .collect();
+                    counts.3 = placement.partitions.iter().filter(|p| down.contains(&p.primary)).count();
+                }
+            }
+            let summary: Vec<String> = sites
+                .iter()
+                .map(|(site, (up, all, short, headless))| {
+                    let mut line = format!("{site} {up} of {all} up");
+                    if *short > 0 {
+                        line.push_str(&format!(" ({short} partitions under-replicated)"));
+                    }
+                    if *headless > 0 {
+                        line.push_str(&format!(" ({headless} partitions without their primary: no writes)"));
+                    }
+                    line
+                })
+                .collect();
             println!("nodes: {}", summary.join(", "));
         }
         match group {

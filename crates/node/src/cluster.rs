@@ -10,6 +10,8 @@ use tonic::{Request, Response, Status};
 
 use crate::placement::PlacementGroup;
 use crate::replication::PeerStates;
+use crate::replication::intra::Confirmations;
+use crate::routing::Routing;
 use crate::store::Store;
 
 /// Serves `Cluster.Status` from the store, the pullers' states, and the lock group and placement group if
@@ -19,17 +21,48 @@ pub struct ClusterService {
     peers: PeerStates,
     lock_group: Option<Arc<LockGroup>>,
     placement: Option<Arc<PlacementGroup>>,
+    routing: Option<(Arc<Routing>, Arc<Confirmations>)>,
 }
 
 impl ClusterService {
-    /// The service over this node's store, pull states, lock group and placement group.
+    /// The service over this node's store, pull states, lock group and placement group, and its routing
+    /// and followers' confirmations in a site with a placement map.
     pub fn new(
         store: Arc<Store>,
         peers: PeerStates,
         lock_group: Option<Arc<LockGroup>>,
         placement: Option<Arc<PlacementGroup>>,
+        routing: Option<(Arc<Routing>, Arc<Confirmations>)>,
     ) -> Self {
-        Self { store, peers, lock_group, placement }
+        Self { store, peers, lock_group, placement, routing }
+    }
+
+    /// The partitions this node leads, with its followers' progress.
+    fn led(&self) -> Vec<pb::LedPartition> {
+        let Some((routing, confirmations)) = &self.routing else { return Vec::new() };
+        let bounds = self.store.log_bounds();
+        routing
+            .primaries()
+            .into_iter()
+            .filter_map(|partition| {
+                let place = routing.place(partition)?;
+                let head = bounds[usize::from(partition)].1;
+                let followers = confirmations
+                    .progress(partition, &place)
+                    .into_iter()
+                    .map(|(node, head, up)| pb::FollowerProgress { node, head, up })
+                    .collect();
+                Some(pb::LedPartition {
+                    partition: u32::from(partition),
+                    epoch: place.epoch,
+                    head,
+                    committed: confirmations.committed(partition, &place, head),
+                    replicas: place.replicas.len() as u32,
+                    write_quorum: place.write_quorum() as u32,
+                    followers,
+                })
+            })
+            .collect()
     }
 }
 
@@ -74,6 +107,7 @@ impl Cluster for ClusterService {
             tombstones_collected: metrics.tombstones_collected.get(),
             lock_group: self.lock_group.as_deref().map(|group| group.status()),
             placement: self.placement.as_deref().map(PlacementGroup::status),
+            led: self.led(),
         }))
     }
 }

@@ -217,6 +217,14 @@ pub async fn run_with(
     let confirmations = Arc::new(replication::intra::Confirmations::default());
     if let Some(routing) = &routing {
         replication::intra::start_followers(store.clone(), routing.clone(), dialer.clone(), &stop, &background);
+        replication::intra::start_gauges(
+            &metrics.registry,
+            store.clone(),
+            routing.clone(),
+            confirmations.clone(),
+            &stop,
+            &background,
+        );
     }
     let peer_states = replication::start(
         store.clone(),
@@ -275,7 +283,7 @@ pub async fn run_with(
             store.clone(),
             acks,
             routing.clone(),
-            confirmations,
+            confirmations.clone(),
             stop.clone(),
             background.clone(),
         ))
@@ -286,6 +294,7 @@ pub async fn run_with(
         peer_states,
         lock_group.clone(),
         placement.clone(),
+        routing.clone().map(|routing| (routing, confirmations.clone())),
     ));
     let lock = lock_group.clone().map(|group| {
         geostore_proto::v1::lock_server::LockServer::new(geostore_lockgroup::service::LockService::new(group))

@@ -39,6 +39,8 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a follower waiting for its site's placement map looks again.
 const MAP_POLL: Duration = Duration::from_millis(100);
 const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// How often the intra-site gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the primary knows of its followers: per (partition, follower) the head the follower holds
 /// durably, and which followers have a stream open to it now (they are up).
@@ -122,6 +124,18 @@ impl Confirmations {
     pub fn up(&self, place: &PartitionPlace) -> usize {
         let state = self.lock();
         place.followers().filter(|node| state.streams.contains_key(node)).count()
+    }
+
+    /// Each follower of `place`: its confirmed head of `partition` and whether it is up.
+    pub fn progress(&self, partition: u16, place: &PartitionPlace) -> Vec<(NodeId, u64, bool)> {
+        let state = self.lock();
+        place
+            .followers()
+            .map(|node| {
+                let head = state.heads.get(&(partition, node)).copied().unwrap_or(0);
+                (node, head, state.streams.contains_key(&node))
+            })
+            .collect()
     }
 
     /// How many replicas of `place` (the primary, which has it, included) hold `sequence`.
@@ -369,4 +383,50 @@ async fn confirm_copy(
 ) -> Result<(), String> {
     let head = done.map_err(|e| format!("copy task failed: {e}"))?.map_err(|e| e.to_string())?;
     confirm(client, node, partition, head).await
+}
+
+/// Keeps two gauges of the partitions this node leads up to date, every second:
+/// `geostore_partitions_under_replicated` (fewer than N replicas up) and
+/// `geostore_intra_site_lag_records` (the most records a follower is behind its primary here).
+pub fn start_gauges(
+    registry: &prometheus::Registry,
+    store: Arc<Store>,
+    routing: Arc<Routing>,
+    confirmations: Arc<Confirmations>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let under_replicated = prometheus::IntGauge::new(
+        "geostore_partitions_under_replicated",
+        "Partitions this node is the primary of with fewer than N replicas up in the site",
+    )
+    .expect("valid metric");
+    let lag = prometheus::IntGauge::new(
+        "geostore_intra_site_lag_records",
+        "The most records a follower of a partition this node leads is behind it",
+    )
+    .expect("valid metric");
+    for gauge in [&under_replicated, &lag] {
+        if let Err(error) = registry.register(Box::new(gauge.clone())) {
+            tracing::warn!(%error, "intra-site gauges not registered");
+        }
+    }
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        while pause(GAUGE_INTERVAL, &stop).await {
+            let bounds = store.log_bounds();
+            let (mut short, mut behind) = (0, 0);
+            for partition in routing.primaries() {
+                let Some(place) = routing.place(partition) else { continue };
+                let head = bounds[usize::from(partition)].1;
+                let progress = confirmations.progress(partition, &place);
+                let up = 1 + progress.iter().filter(|(_, _, up)| *up).count();
+                short += i64::from(up < place.replicas.len());
+                behind =
+                    progress.iter().map(|(_, confirmed, _)| head.saturating_sub(*confirmed)).fold(behind, u64::max);
+            }
+            under_replicated.set(short);
+            lag.set(i64::try_from(behind).unwrap_or(i64::MAX));
+        }
+    });
 }
