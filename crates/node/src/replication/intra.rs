@@ -278,17 +278,22 @@ impl Follower {
             .await
             .map_err(|e| format!("follow primary {}: {}", self.primary, e.message()))?
             .into_inner();
+        // Confirmations go out from their own task, coalesced: the partitions whose head moved since the
+        // last call, in one call, while the stream keeps being read and copied.
+        let confirmer = Confirmer::start(client.clone(), self.routing.node());
         // The heads this follower holds now count as confirmed: a primary that restarted learns them.
-        let mut confirmer = client.clone();
         for partition in &self.partitions {
-            confirm(&mut confirmer, self.routing.node(), *partition, heads[usize::from(*partition)]).await?;
+            confirmer.confirmed(*partition, heads[usize::from(*partition)]);
         }
         let mut in_flight: std::collections::VecDeque<PendingCopy> = std::collections::VecDeque::new();
         loop {
+            if let Some(error) = confirmer.failed() {
+                return Err(error);
+            }
             if in_flight.len() >= COPIES_IN_FLIGHT_MAX {
                 let copy = in_flight.pop_front().expect("checked non-empty");
                 let done = copy.outcome.await;
-                confirm_copy(&mut confirmer, self.routing.node(), copy.partition, done).await?;
+                confirmer.confirmed(copy.partition, copied_head(done)?);
                 continue;
             }
             let next = match in_flight.front_mut() {
@@ -299,7 +304,7 @@ impl Follower {
                     done = &mut front.outcome => {
                         let partition = front.partition;
                         in_flight.pop_front();
-                        confirm_copy(&mut confirmer, self.routing.node(), partition, done).await?;
+                        confirmer.confirmed(partition, copied_head(done)?);
                         continue;
                     }
                     message = tokio::time::timeout(STREAM_IDLE_TIMEOUT, stream.message()) => message,
@@ -356,33 +361,80 @@ impl Follower {
     }
 }
 
-async fn confirm(
-    client: &mut ReplicationClient<Channel>,
-    node: NodeId,
-    partition: u16,
-    head: u64,
-) -> Result<(), String> {
-    let mut request = tonic::Request::new(pb::ConfirmRequest { node, partition: u32::from(partition), head });
-    request.set_timeout(CONNECT_TIMEOUT);
-    client.confirm(request).await.map_err(|e| format!("confirm: {}", e.message()))?;
-    Ok(())
+/// Sends a follower's confirmations to its primary from a task of its own: the heads that moved since the
+/// last call go in one call, so a slow call never holds up copying.
+struct Confirmer {
+    state: Arc<Mutex<ConfirmerState>>,
+    wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ConfirmerState {
+    pending: std::collections::BTreeMap<u16, u64>,
+    failed: Option<String>,
+}
+
+impl Confirmer {
+    fn start(mut client: ReplicationClient<Channel>, node: NodeId) -> Confirmer {
+        let state = Arc::new(Mutex::new(ConfirmerState::default()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let (state, wake) = (state.clone(), wake.clone());
+            async move {
+                loop {
+                    wake.notified().await;
+                    let pending = std::mem::take(&mut state.lock().expect("confirmer lock poisoned").pending);
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    let heads = pending
+                        .into_iter()
+                        .map(|(partition, head)| pb::PartitionHead { partition: u32::from(partition), head })
+                        .collect();
+                    let mut request = tonic::Request::new(pb::ConfirmRequest { node, heads });
+                    request.set_timeout(CONNECT_TIMEOUT);
+                    if let Err(status) = client.confirm(request).await {
+                        state.lock().expect("confirmer lock poisoned").failed =
+                            Some(format!("confirm: {}", status.message()));
+                        return;
+                    }
+                }
+            }
+        });
+        Confirmer { state, wake, task }
+    }
+
+    /// `partition` is durable here up to `head`.
+    fn confirmed(&self, partition: u16, head: u64) {
+        let mut state = self.state.lock().expect("confirmer lock poisoned");
+        let slot = state.pending.entry(partition).or_insert(0);
+        *slot = (*slot).max(head);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Why confirming failed, if it did (the stream is then started again).
+    fn failed(&self) -> Option<String> {
+        self.state.lock().expect("confirmer lock poisoned").failed.clone()
+    }
+}
+
+impl Drop for Confirmer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The head a finished copy reached, or why it failed.
+fn copied_head(done: Result<Result<u64, crate::store::ChangeError>, tokio::task::JoinError>) -> Result<u64, String> {
+    done.map_err(|e| format!("copy task failed: {e}"))?.map_err(|e| e.to_string())
 }
 
 /// A copy queued for writing, confirmed to the primary once durable.
 struct PendingCopy {
     outcome: tokio::task::JoinHandle<Result<u64, crate::store::ChangeError>>,
     partition: u16,
-}
-
-/// Confirms a finished copy's new head to the primary, or reports why it failed.
-async fn confirm_copy(
-    client: &mut ReplicationClient<Channel>,
-    node: NodeId,
-    partition: u16,
-    done: Result<Result<u64, crate::store::ChangeError>, tokio::task::JoinError>,
-) -> Result<(), String> {
-    let head = done.map_err(|e| format!("copy task failed: {e}"))?.map_err(|e| e.to_string())?;
-    confirm(client, node, partition, head).await
 }
 
 /// Keeps two gauges of the partitions this node leads up to date, every second:

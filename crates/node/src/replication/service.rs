@@ -167,8 +167,10 @@ impl Replication for ReplicationService {
 
     async fn confirm(&self, request: Request<pb::ConfirmRequest>) -> Result<Response<pb::ConfirmResponse>, Status> {
         let request = request.into_inner();
-        let partition = self.partition(request.partition)?;
-        self.confirmations.confirm(request.node, partition, request.head);
+        for confirmed in &request.heads {
+            let partition = self.partition(confirmed.partition)?;
+            self.confirmations.confirm(request.node, partition, confirmed.head);
+        }
         Ok(Response::new(pb::ConfirmResponse {}))
     }
 
