@@ -25,9 +25,9 @@ use geostore_proto::v1::replication_client::ReplicationClient;
 use geostore_runtime::Backoff;
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker, pause};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, STREAM_IDLE_TIMEOUT};
+use super::STREAM_IDLE_TIMEOUT;
 use crate::routing::{PartitionPlace, Routing};
 use crate::store::{PrimaryRecords, Store};
 
@@ -38,7 +38,6 @@ const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a follower waiting for its site's placement map looks again.
 const MAP_POLL: Duration = Duration::from_millis(100);
-const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// How often the intra-site gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -250,22 +249,9 @@ impl Follower {
         }
     }
 
-    async fn connect(&self) -> Result<ReplicationClient<Channel>, String> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| format!("bad endpoint {}: {e}", self.endpoint))?
-            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
-        let channel = self
-            .dialer
-            .connect(endpoint, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
-        Ok(ReplicationClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
-    }
-
     /// One stream from the primary, until it fails.
     async fn follow(&self) -> Result<(), String> {
-        let mut client = self.connect().await?;
+        let mut client = super::connect(&self.dialer, &self.endpoint).await?;
         let heads = self.store.log_bounds().into_iter().map(|(_, head)| head).collect::<Vec<_>>();
         let request = pb::PullRequest {
             site: self.routing.site().to_string(),

@@ -41,6 +41,26 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// ...and a puller that hears nothing for this long reconnects.
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a replication connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest replication message accepted (a batch of up to 1 MiB of records, or a repair's entries).
+const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// A Replication client of the node at `endpoint`, with the windows and message size replication needs.
+async fn connect(
+    dialer: &geostore_proto::net::Dialer,
+    endpoint: &str,
+) -> Result<geostore_proto::v1::replication_client::ReplicationClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
+    let channel =
+        dialer.connect(channel, CONNECT_TIMEOUT).await.map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    Ok(geostore_proto::v1::replication_client::ReplicationClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX))
+}
+
 /// What each peer last acknowledged: per partition, (its durable cursor on this node's log, its own log
 /// head at that moment). Kept in memory only: after a restart, collection waits for fresh acknowledgements.
 pub type Acks = Arc<Mutex<BTreeMap<String, (Vec<u64>, Vec<u64>)>>>;

@@ -11,10 +11,10 @@ use geostore_proto::v1::replication_client::ReplicationClient;
 use geostore_runtime::Backoff;
 use geostore_runtime::shutdown::{CancellationToken, TaskTracker, pause};
 use tonic::Request;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::anti_entropy::{anti_entropy, run_anti_entropy};
-use super::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, PeerState, PeerStates, STREAM_IDLE_TIMEOUT};
+use super::{PeerState, PeerStates, STREAM_IDLE_TIMEOUT};
 use crate::config::PeerConfig;
 use crate::log::LogRecord;
 use crate::routing::Routing;
@@ -29,10 +29,6 @@ const MERGES_IN_FLIGHT_MAX: usize = 32;
 /// jitter: `geostore_runtime::Backoff`).
 const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// HTTP/2 flow-control windows. The default 64 KiB would cap a stream at 64 KiB per round trip (800 KB/s
-/// over 80 ms); these allow about 100 MB/s over such a link, and still bound what is in flight.
-const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Buckets per BucketKeys call and keys per FetchEntries call during anti-entropy.
 /// How often a puller acknowledges what it has merged.
 const ACKNOWLEDGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -83,17 +79,7 @@ pub(super) struct Peer {
 
 impl Peer {
     pub(super) async fn connect(&self) -> Result<ReplicationClient<Channel>, String> {
-        let endpoint = &self.config.endpoint;
-        let endpoint = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
-            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
-        let channel = self
-            .dialer
-            .connect(endpoint, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.config.endpoint))?;
-        Ok(ReplicationClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
+        super::connect(&self.dialer, &self.config.endpoint).await
     }
 }
 
