@@ -102,6 +102,30 @@ impl KvService {
         }
     }
 
+    /// A read that `route_read` sends to another replica of the site: `Err` with that node's reply (or
+    /// the refusal), or `Ok` with the request, to read here.
+    async fn read_here_or_forward<M: ReadRequest, R, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<M>,
+        call: F,
+    ) -> Result<M, Result<Response<R>, Status>>
+    where
+        F: FnOnce(KvClient<Channel>, Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
+    {
+        let forwarded = crate::forward::is_forwarded(request.metadata());
+        let message = request.into_inner();
+        match self.route_read(message.key(), message.after(), forwarded).await {
+            Err(status) => Err(self.count(method, Err(status))),
+            Ok(Route::Forward(_, client)) => {
+                let reply = call(client, forwarded_request(message, self.forwarded_read_timeout())).await;
+                Err(self.count(method, reply.map_err(|status| relayed(status, false))))
+            }
+            Ok(Route::Here(_)) => Ok(message),
+        }
+    }
+
     /// The deadline of a read forwarded to the primary: its longest causal wait, and then some.
     fn forwarded_read_timeout(&self) -> Duration {
         self.causal_wait_max + Duration::from_secs(30)
@@ -194,6 +218,30 @@ impl KvService {
             self.store.wait_for(&token, wait).await.map_err(status)?;
         }
         reader(&self.store, key).map_err(status)
+    }
+}
+
+/// A read request: the key it reads and the causal token it waits for.
+trait ReadRequest {
+    fn key(&self) -> &[u8];
+    fn after(&self) -> Option<&pb::CausalToken>;
+}
+
+impl ReadRequest for pb::GetRequest {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+    fn after(&self) -> Option<&pb::CausalToken> {
+        self.after.as_ref()
+    }
+}
+
+impl ReadRequest for pb::SetMembersRequest {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+    fn after(&self) -> Option<&pb::CausalToken> {
+        self.after.as_ref()
     }
 }
 
@@ -351,16 +399,11 @@ fn batch_op(op: pb::WriteOp) -> Result<FencedOp, Status> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let forwarded = crate::forward::is_forwarded(request.metadata());
-        let request = request.into_inner();
-        match self.route_read(&request.key, request.after.as_ref(), forwarded).await {
-            Err(status) => return self.count("Get", Err(status)),
-            Ok(Route::Forward(_, mut client)) => {
-                let reply = client.get(forwarded_request(request, self.forwarded_read_timeout())).await;
-                return self.count("Get", reply.map_err(|status| relayed(status, false)));
-            }
-            Ok(Route::Here(_)) => {}
-        }
+        let call = |mut client: KvClient<Channel>, request| async move { client.get(request).await };
+        let request = match self.read_here_or_forward("Get", request, call).await {
+            Ok(request) => request,
+            Err(reply) => return reply,
+        };
         let key = request.key;
         let reply = self.read("Get", &key, request.after, request.wait_ms, Store::lookup).await.map(|lookup| {
             Response::new(match lookup {
@@ -438,16 +481,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::SetMembersRequest>,
     ) -> Result<Response<pb::SetMembersResponse>, Status> {
-        let forwarded = crate::forward::is_forwarded(request.metadata());
-        let request = request.into_inner();
-        match self.route_read(&request.key, request.after.as_ref(), forwarded).await {
-            Err(status) => return self.count("SetMembers", Err(status)),
-            Ok(Route::Forward(_, mut client)) => {
-                let reply = client.set_members(forwarded_request(request, self.forwarded_read_timeout())).await;
-                return self.count("SetMembers", reply.map_err(|status| relayed(status, false)));
-            }
-            Ok(Route::Here(_)) => {}
-        }
+        let call = |mut client: KvClient<Channel>, request| async move { client.set_members(request).await };
+        let request = match self.read_here_or_forward("SetMembers", request, call).await {
+            Ok(request) => request,
+            Err(reply) => return reply,
+        };
         let key = request.key;
         // The value alone: not the winning write's site and lock, which `Store::lookup` reads besides.
         let read = self.read("SetMembers", &key, request.after, request.wait_ms, Store::get).await;

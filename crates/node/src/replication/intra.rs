@@ -458,8 +458,7 @@ pub fn start_gauges(
                 let Some(place) = routing.place(partition) else { continue };
                 let head = bounds[usize::from(partition)].1;
                 let progress = confirmations.progress(partition, &place);
-                let up = 1 + progress.iter().filter(|(_, _, up)| *up).count();
-                short += i64::from(up < place.replicas.len());
+                short += i64::from(1 + confirmations.up(&place) < place.replicas.len());
                 behind =
                     progress.iter().map(|(_, confirmed, _)| head.saturating_sub(*confirmed)).fold(behind, u64::max);
             }

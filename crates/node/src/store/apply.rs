@@ -100,7 +100,20 @@ impl Applier {
 
     /// This node's role for `partition` (the primary of every one without a placement map).
     fn role(&self, partition: u16) -> PartitionRole {
-        self.role_source.get().map_or(PartitionRole::Primary, |source| source(partition))
+        super::role_of(&self.role_source, partition)
+    }
+
+    /// Raises what this replica has seen of `origin` (another site, and a partition) to `origin_sequence`
+    /// (0: a repair, which names no write); this site's own writes are counted by the log's head.
+    fn note_seen(&self, origin: (String, u16), origin_sequence: u64, group: &mut Group) {
+        if origin.0 == self.identity.site || origin_sequence == 0 {
+            return;
+        }
+        let seen = group.state.seen.entry(origin.clone()).or_insert(0);
+        if origin_sequence > *seen {
+            *seen = origin_sequence;
+            group.touched_seen.push(origin);
+        }
     }
 
     /// Only a partition's primary merges into its log: another replica's log must stay a copy of the
@@ -293,13 +306,7 @@ impl Applier {
                 self.log_change(partition, data_key, merged, record, group);
                 changed += 1;
             }
-            if origin.0 != self.identity.site && origin_sequence > 0 {
-                let seen = group.state.seen.entry(origin.clone()).or_insert(0);
-                if origin_sequence > *seen {
-                    *seen = origin_sequence;
-                    group.touched_seen.push(origin);
-                }
-            }
+            self.note_seen(origin, origin_sequence, group);
         }
         self.set_cursor(&peer, partition, through, group);
         self.metrics.replicated_records.with_label_values(&[peer.as_str()]).inc_by(changed as u64);
@@ -363,14 +370,7 @@ impl Applier {
             if group.hlc_high.is_none_or(|high| high < record.hlc) {
                 group.hlc_high = Some(record.hlc);
             }
-            if record.origin != self.identity.site && record.origin_sequence > 0 {
-                let origin = (record.origin, partition);
-                let seen = group.state.seen.entry(origin.clone()).or_insert(0);
-                if record.origin_sequence > *seen {
-                    *seen = record.origin_sequence;
-                    group.touched_seen.push(origin);
-                }
-            }
+            self.note_seen((record.origin, partition), record.origin_sequence, group);
         }
         Ok(group.state.heads[index])
     }

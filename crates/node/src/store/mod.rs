@@ -139,6 +139,11 @@ pub enum PartitionRole {
 /// primary of every partition (the only node of its site).
 pub type RoleSource = Arc<dyn Fn(u16) -> PartitionRole + Send + Sync>;
 
+/// The role `source` gives `partition`; without a source, this node leads every partition.
+fn role_of(source: &OnceLock<RoleSource>, partition: u16) -> PartitionRole {
+    source.get().map_or(PartitionRole::Primary, |source| source(partition))
+}
+
 /// A write: key, operation, and the lock and token it is made under, if any.
 pub type FencedOp = (Vec<u8>, Op, Option<Fence>);
 
@@ -273,7 +278,7 @@ impl Store {
 
     /// This node's role for `partition`.
     pub fn role(&self, partition: u16) -> PartitionRole {
-        self.role_source.get().map_or(PartitionRole::Primary, |source| source(partition))
+        role_of(&self.role_source, partition)
     }
 
     /// Applies unfenced writes in order, each succeeding or failing on its own (see
